@@ -1,0 +1,90 @@
+"""Reading and writing the run directory's plain files, crash-safely.
+
+Every artifact is written to a temporary name in the same directory and renamed into place when
+complete, so a crash never leaves a half-written file that looks finished. JSONL readers report a
+malformed line as `file:line: ...` through `UserError`.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import IO, Any
+
+from scalingdown.errors import UserError
+
+
+@contextmanager
+def atomic_open(path: str | Path, mode: str = "w") -> Iterator[IO]:
+    """Open a temporary sibling of `path` for writing; rename it onto `path` only on success."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, mode, encoding=None if "b" in mode else "utf-8") as handle:
+            yield handle
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def write_json(path: str | Path, obj: Any) -> None:
+    with atomic_open(path) as handle:
+        json.dump(obj, handle, indent=2, sort_keys=False, default=str)
+        handle.write("\n")
+
+
+def read_json(path: str | Path) -> Any:
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise UserError(f"cannot read file ({exc.strerror or exc})", path=path) from None
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise UserError(f"malformed JSON: {exc.msg}", path=path, line=exc.lineno) from None
+
+
+def write_jsonl(path: str | Path, rows: Iterable[Any]) -> int:
+    """Write rows (dicts or pydantic models) as JSON lines, atomically. Returns the row count."""
+    count = 0
+    with atomic_open(path) as handle:
+        for row in rows:
+            if hasattr(row, "model_dump"):
+                row = row.model_dump(mode="json")
+            handle.write(json.dumps(row, ensure_ascii=False, default=str))
+            handle.write("\n")
+            count += 1
+    return count
+
+
+def iter_jsonl(path: str | Path) -> Iterator[tuple[int, dict]]:
+    """Yield `(line_number, object)` for each non-blank line; a bad line raises `UserError`."""
+    path = Path(path)
+    try:
+        handle = path.open(encoding="utf-8")
+    except OSError as exc:
+        raise UserError(f"cannot read file ({exc.strerror or exc})", path=path) from None
+    with handle:
+        for number, line in enumerate(handle, start=1):
+            if not line.strip():
+                continue
+            try:
+                obj = json.loads(line)
+            except json.JSONDecodeError as exc:
+                raise UserError(f"malformed JSON line ({exc.msg})", path=path, line=number) from None
+            if not isinstance(obj, dict):
+                raise UserError("expected a JSON object on this line", path=path, line=number)
+            yield number, obj
+
+
+def read_jsonl(path: str | Path) -> list[dict]:
+    return [obj for _, obj in iter_jsonl(path)]

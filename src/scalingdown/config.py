@@ -1,0 +1,214 @@
+"""The typed study config: one source of truth for every option.
+
+Field descriptions double as the CLI's `--help` text (see `field_help`). A YAML file is read with
+`load_config`; any mistake becomes one `UserError` line naming the file, the line and the key path,
+e.g. `study.yaml:7: teachers[1].backend: Input should be 'openai', 'vllm', 'hf' or 'replay'`.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from scalingdown.errors import UserError
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class SyntheticConfig(_Strict):
+    """Knobs of the built-in synthetic grade-school-math task."""
+
+    n_train: int = Field(2000, ge=1, description="Number of training problems to generate.")
+    n_test: int = Field(200, ge=1, description="Number of test problems to generate.")
+    min_steps: int = Field(1, ge=1, description="Fewest arithmetic steps in a problem.")
+    max_steps: int = Field(3, ge=1, description="Most arithmetic steps in a problem.")
+    max_value: int = Field(20, ge=2, description="Largest operand a problem states.")
+    templates: Literal["core", "broad"] = Field(
+        "core", description="Template family: 'core' (the task) or 'broad' (a wider corpus, more templates)."
+    )
+
+    @model_validator(mode="after")
+    def _steps_ordered(self) -> SyntheticConfig:
+        if self.min_steps > self.max_steps:
+            raise ValueError(f"min_steps ({self.min_steps}) is larger than max_steps ({self.max_steps})")
+        return self
+
+
+class DataConfig(_Strict):
+    """Where the problems come from and how many to keep."""
+
+    dataset: Literal["gsm8k", "aqua_rat", "synthetic"] = Field(
+        "synthetic", description="Data set: 'gsm8k', 'aqua_rat' or 'synthetic'."
+    )
+    path: str | None = Field(
+        None,
+        description="Local copy (a file or a folder of split files); without it the Hugging Face Hub is used.",
+    )
+    train_limit: int | None = Field(None, ge=1, description="Keep at most this many training problems.")
+    test_limit: int | None = Field(None, ge=1, description="Keep at most this many test problems.")
+    overlap_ngram: int = Field(8, ge=2, description="Word n-gram size of the train/test overlap check.")
+    overlap_threshold: float = Field(
+        0.5, gt=0, le=1, description="Share of a test question's n-grams found in one train question to flag it."
+    )
+    synthetic: SyntheticConfig = Field(default_factory=SyntheticConfig)
+
+
+class TinyModelConfig(_Strict):
+    """A small model built locally from a config, with a tokenizer trained on the task's text."""
+
+    arch: Literal["llama", "gpt2", "t5"] = Field("llama", description="Architecture family of the tiny model.")
+    hidden_size: int = Field(64, ge=8, description="Width of the tiny model.")
+    num_layers: int = Field(2, ge=1, description="Number of transformer layers.")
+    num_heads: int = Field(4, ge=1, description="Attention heads per layer.")
+    vocab_size: int = Field(512, ge=64, description="Size of the locally trained BPE vocabulary.")
+    max_positions: int = Field(512, ge=32, description="Longest sequence the model accepts.")
+    pretrain_steps: int = Field(
+        0, ge=0, description="Causal-LM steps on the train split's worked solutions before evaluation."
+    )
+
+
+class ModelConfig(_Strict):
+    """A model to evaluate: a Hugging Face id or local path, or a tiny model built on the spot."""
+
+    name: str = Field(description="Short name; results go to eval/<name>/.")
+    path: str | None = Field(None, description="Hugging Face model id or local directory.")
+    tiny: TinyModelConfig | None = Field(None, description="Build a tiny model locally instead of loading one.")
+    prompt: Literal["zero-shot", "few-shot", "student"] | None = Field(
+        None, description="Prompt format for this model; defaults to eval.prompt."
+    )
+
+    @model_validator(mode="after")
+    def _one_source(self) -> ModelConfig:
+        if (self.path is None) == (self.tiny is None):
+            raise ValueError("give exactly one of 'path' or 'tiny'")
+        return self
+
+
+class EvalConfig(_Strict):
+    """How models are prompted, decoded and scored."""
+
+    prompt: Literal["zero-shot", "few-shot", "student"] = Field(
+        "zero-shot",
+        description="Prompt format: 'zero-shot', 'few-shot' (chain-of-thought exemplars from train) "
+        "or 'student' (the format a student was trained with, read from its directory).",
+    )
+    num_fewshot: int = Field(4, ge=0, description="Worked examples in a few-shot prompt.")
+    batch_size: int = Field(32, ge=1, description="Prompts generated together in one batch.")
+    max_new_tokens: int = Field(256, ge=1, description="Most tokens generated per answer.")
+    stop: list[str] = Field(
+        default_factory=lambda: ["Question:", "\n\n\n"], description="Generation stops at any of these strings."
+    )
+    temperature: float = Field(0.0, ge=0, description="Sampling temperature; 0 means greedy decoding.")
+    self_consistency: int = Field(
+        1, ge=1, description="Samples per problem, majority vote over answers (needs temperature > 0)."
+    )
+    limit: int | None = Field(None, ge=1, description="Evaluate only the first N test problems.")
+    device: str = Field("auto", description="'auto', 'cpu', 'cuda' or 'cuda:N'.")
+    dtype: Literal["auto", "float32", "bfloat16", "float16"] = Field(
+        "auto", description="Weights' dtype: 'auto' is bfloat16 on a GPU that has it, else float32."
+    )
+
+    @model_validator(mode="after")
+    def _sampling_for_votes(self) -> EvalConfig:
+        if self.self_consistency > 1 and self.temperature == 0:
+            raise ValueError("self_consistency > 1 needs temperature > 0 (greedy samples are all equal)")
+        return self
+
+
+class TeacherConfig(_Strict):
+    """A teacher model that writes rationales (the teach stage)."""
+
+    name: str = Field(description="Short name; rationales go to teachers/<name>/.")
+    backend: Literal["openai", "vllm", "hf", "replay"] = Field(description="How the teacher is reached.")
+    model: str = Field(description="Model id, local path, or replay file, depending on the backend.")
+
+
+class StudyConfig(_Strict):
+    """A whole study: data, teachers, models and evaluation settings."""
+
+    name: str = Field("study", description="Name of the study, shown in reports.")
+    run_dir: str = Field("runs/study", description="Directory that holds every artifact of the run.")
+    seed: int = Field(0, description="Seed for data sampling, model init and decoding.")
+    data: DataConfig = Field(default_factory=DataConfig)
+    eval: EvalConfig = Field(default_factory=EvalConfig)
+    models: list[ModelConfig] = Field(default_factory=list, description="Models to evaluate.")
+    teachers: list[TeacherConfig] = Field(default_factory=list, description="Teacher models.")
+
+    @model_validator(mode="after")
+    def _unique_names(self) -> StudyConfig:
+        for kind, items in (("models", self.models), ("teachers", self.teachers)):
+            seen: set[str] = set()
+            for item in items:
+                if item.name in seen:
+                    raise ValueError(f"{kind}: the name {item.name!r} is used twice")
+                seen.add(item.name)
+        return self
+
+
+def field_help(model: type[BaseModel], name: str) -> str:
+    """The field's description, so CLI `--help` and YAML docs say the same thing."""
+    return model.model_fields[name].description or ""
+
+
+def _key_path(loc: tuple[Any, ...]) -> str:
+    out = ""
+    for item in loc:
+        out += f"[{item}]" if isinstance(item, int) else (f".{item}" if out else str(item))
+    return out or "(top level)"
+
+
+def _line_of(node: yaml.Node | None, loc: tuple[Any, ...]) -> int | None:
+    """1-based line of the deepest YAML node that `loc` reaches."""
+    line = node.start_mark.line + 1 if node is not None else None
+    for item in loc:
+        if isinstance(node, yaml.MappingNode):
+            match = next((v for k, v in node.value if k.value == item), None)
+            if match is None:
+                key = next((k for k, _ in node.value if k.value == item), None)
+                return key.start_mark.line + 1 if key is not None else line
+            node = match
+        elif isinstance(node, yaml.SequenceNode) and isinstance(item, int) and item < len(node.value):
+            node = node.value[item]
+        else:
+            break
+        line = node.start_mark.line + 1
+    return line
+
+
+def parse_config(data: Any, *, source: str | Path = "<config>", node: yaml.Node | None = None) -> StudyConfig:
+    """Validate a mapping into a `StudyConfig`; the first error becomes one `UserError` line."""
+    if data is None:
+        data = {}
+    if not isinstance(data, dict):
+        raise UserError("the config must be a mapping of keys to values", path=source)
+    try:
+        return StudyConfig.model_validate(data)
+    except ValidationError as exc:
+        errors = exc.errors()
+        first = errors[0]
+        loc = tuple(x for x in first["loc"] if not (isinstance(x, str) and x.startswith("function-")))
+        message = first["msg"].removeprefix("Value error, ")
+        more = f" (and {len(errors) - 1} more)" if len(errors) > 1 else ""
+        raise UserError(f"{_key_path(loc)}: {message}{more}", path=source, line=_line_of(node, loc)) from None
+
+
+def load_config(path: str | Path) -> StudyConfig:
+    """Read and validate a study YAML file."""
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise UserError(f"cannot read config ({exc.strerror or exc})", path=path) from None
+    try:
+        node = yaml.compose(text)
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+        raise UserError(f"invalid YAML: {problem}", path=path, line=mark.line + 1 if mark else None) from None
+    return parse_config(data, source=path, node=node)

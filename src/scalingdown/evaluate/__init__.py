@@ -1,0 +1,1 @@
+"""Evaluation: prompts, batched generation, scoring, metrics with confidence intervals, efficiency."""
