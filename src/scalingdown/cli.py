@@ -1,0 +1,199 @@
+"""The `scalingdown` command. Heavy imports live inside the commands so `--help` answers at once.
+
+Every command takes an optional study CONFIG (YAML); flags override its keys. A user mistake prints
+one line (`error: file:line: key: what is wrong`) and exits with status 2.
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Callable
+from functools import wraps
+from pathlib import Path
+from typing import Any
+
+import typer
+
+from scalingdown.config import DataConfig, EvalConfig, ModelConfig, StudyConfig, field_help
+from scalingdown.errors import UserError
+
+app = typer.Typer(
+    name="scalingdown",
+    help="How small can a student model be and still beat a larger one? Multi-teacher distillation, measured.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+
+CONFIG_ARG = typer.Argument(None, help="Study config (YAML). Without it the built-in defaults are used.")
+RUN_DIR = typer.Option(None, "--run-dir", help=field_help(StudyConfig, "run_dir"))
+
+
+def _fail(message: str, code: int = 2) -> None:
+    typer.echo(f"error: {message}", err=True)
+    raise typer.Exit(code)
+
+
+def user_errors(command: Callable) -> Callable:
+    """Turn `UserError` into one line on stderr and exit status 2; Ctrl-C into a short note."""
+
+    @wraps(command)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return command(*args, **kwargs)
+        except UserError as exc:
+            _fail(str(exc))
+        except KeyboardInterrupt:
+            _fail("interrupted; finished work is kept and a rerun resumes", code=130)
+
+    return wrapper
+
+
+def _set(tree: dict, dotted: str, value: Any) -> None:
+    *parents, leaf = dotted.split(".")
+    for key in parents:
+        tree = tree.setdefault(key, {})
+    tree[leaf] = value
+
+
+def load_study(config: Path | None, overrides: dict[str, Any]) -> StudyConfig:
+    """The config file (or defaults) with command-line flags laid over it, validated as one."""
+    from scalingdown.config import load_config, parse_config
+
+    study = load_config(config) if config is not None else StudyConfig()
+    given = {k: v for k, v in overrides.items() if v is not None}
+    if not given:
+        return study
+    tree = study.model_dump(mode="json", exclude_unset=False)
+    for key, value in given.items():
+        _set(tree, key, value)
+    return parse_config(tree, source=f"{config or 'defaults'} + command-line flags")
+
+
+@app.command()
+@user_errors
+def validate(config: Path = typer.Argument(..., help="Study config (YAML) to check.")) -> None:
+    """Check a study config and print its resolved form."""
+    import yaml
+
+    from scalingdown.config import load_config
+
+    study = load_config(config)
+    typer.echo(yaml.safe_dump(study.model_dump(mode="json"), sort_keys=False).rstrip())
+    typer.echo(f"ok: {config} is a valid study config", err=True)
+
+
+@app.command()
+@user_errors
+def data(
+    config: Path | None = CONFIG_ARG,
+    run_dir: str | None = RUN_DIR,
+    dataset: str | None = typer.Option(None, help=field_help(DataConfig, "dataset")),
+    path: str | None = typer.Option(None, help=field_help(DataConfig, "path")),
+    train_limit: int | None = typer.Option(None, help=field_help(DataConfig, "train_limit")),
+    test_limit: int | None = typer.Option(None, help=field_help(DataConfig, "test_limit")),
+) -> None:
+    """Write data/{train,test}.jsonl into the run directory, with counts and a train/test overlap check."""
+    from scalingdown.data.stage import run_data_stage
+
+    study = load_study(
+        config,
+        {
+            "run_dir": run_dir,
+            "data.dataset": dataset,
+            "data.path": path,
+            "data.train_limit": train_limit,
+            "data.test_limit": test_limit,
+        },
+    )
+    report = run_data_stage(study, Path(study.run_dir))
+    _print_data_report(report, Path(study.run_dir))
+
+
+def _print_data_report(report: dict, run_dir: Path) -> None:
+    overlap = report["overlap"]
+    typer.echo(
+        f"{report['dataset']}: {report['counts']['train']} train, {report['counts']['test']} test problems "
+        f"-> {run_dir / 'data'}"
+    )
+    typer.echo(
+        f"overlap: {overlap['flagged']} test questions share >= {overlap['threshold']:.0%} of their "
+        f"{overlap['ngram']}-grams with a train question ({overlap['exact']} exact duplicates)"
+    )
+
+
+@app.command("eval")
+@user_errors
+def eval_command(
+    config: Path | None = CONFIG_ARG,
+    run_dir: str | None = RUN_DIR,
+    model: str | None = typer.Option(
+        None, help="Evaluate this model (Hugging Face id or local path) instead of the config's models."
+    ),
+    name: str | None = typer.Option(None, help=field_help(ModelConfig, "name") + " Default: from --model."),
+    predictions: Path | None = typer.Option(
+        None, help="Score outputs produced elsewhere: a JSONL of {id, text} per test problem."
+    ),
+    prompt: str | None = typer.Option(None, help=field_help(EvalConfig, "prompt")),
+    num_fewshot: int | None = typer.Option(None, help=field_help(EvalConfig, "num_fewshot")),
+    limit: int | None = typer.Option(None, help=field_help(EvalConfig, "limit")),
+    batch_size: int | None = typer.Option(None, help=field_help(EvalConfig, "batch_size")),
+    max_new_tokens: int | None = typer.Option(None, help=field_help(EvalConfig, "max_new_tokens")),
+    temperature: float | None = typer.Option(None, help=field_help(EvalConfig, "temperature")),
+    self_consistency: int | None = typer.Option(None, help=field_help(EvalConfig, "self_consistency")),
+    device: str | None = typer.Option(None, help=field_help(EvalConfig, "device")),
+    dtype: str | None = typer.Option(None, help=field_help(EvalConfig, "dtype")),
+) -> None:
+    """Evaluate models on the run's test problems -> eval/<name>/{predictions.jsonl,metrics.json}."""
+    from scalingdown.study import evaluate_models, score_external
+
+    study = load_study(
+        config,
+        {
+            "run_dir": run_dir,
+            "eval.prompt": prompt,
+            "eval.num_fewshot": num_fewshot,
+            "eval.limit": limit,
+            "eval.batch_size": batch_size,
+            "eval.max_new_tokens": max_new_tokens,
+            "eval.temperature": temperature,
+            "eval.self_consistency": self_consistency,
+            "eval.device": device,
+            "eval.dtype": dtype,
+        },
+    )
+    if predictions is not None:
+        score_external(study, predictions, name=name or predictions.stem)
+        return
+    if model is not None:
+        spec = ModelConfig(name=name or _name_from(model), path=model)
+        study = study.model_copy(update={"models": [spec]})
+    if not study.models:
+        raise UserError("nothing to evaluate: give --model, --predictions, or a config with 'models'")
+    evaluate_models(study)
+
+
+def _name_from(model: str) -> str:
+    return Path(model.rstrip("/")).name or "model"
+
+
+@app.command()
+@user_errors
+def run(config: Path | None = CONFIG_ARG, run_dir: str | None = RUN_DIR) -> None:
+    """Run every stage of a study in order, skipping what is done. Without CONFIG: the offline demo."""
+    from scalingdown.study import default_config_path, run_study
+
+    study = load_study(config or default_config_path(), {"run_dir": run_dir})
+    run_study(study)
+
+
+def main() -> None:
+    """Console entry point."""
+    try:
+        app()
+    except BrokenPipeError:  # `scalingdown ... | head`
+        sys.stderr.close()
+
+
+if __name__ == "__main__":
+    main()

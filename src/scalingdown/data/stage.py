@@ -1,0 +1,106 @@
+"""The `data` stage: load the configured problems, check train/test overlap, write them to the run.
+
+Outputs under `run_dir/data/`:
+- `train.jsonl`, `test.jsonl`: one `Problem` a line (limits applied);
+- `report.json`: `{dataset, source, counts {train, test}, overlap {ngram, threshold, flagged, exact,
+  examples}, seconds}`, the stage's record and its completion mark.
+
+Crash safety: everything is loaded and checked before the first byte is written; the three files are
+then written in full under temporary names and renamed into place, the report last. A failure at any
+point leaves what an earlier run wrote in `run_dir/data` untouched.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+from scalingdown.artifacts import write_json
+from scalingdown.config import StudyConfig
+from scalingdown.data.overlap import find_overlaps
+from scalingdown.data.schema import Problem, read_problems, write_problems
+from scalingdown.data.sources import load_data
+from scalingdown.errors import UserError
+
+DATA_DIR = "data"
+SPLIT_FILES = {"train": "train.jsonl", "test": "test.jsonl"}
+REPORT_FILE = "report.json"
+EXAMPLES_IN_REPORT = 10
+
+
+def data_dir(run_dir: str | Path) -> Path:
+    return Path(run_dir) / DATA_DIR
+
+
+def run_data_stage(config: StudyConfig, run_dir: str | Path, *, console: Any = None) -> dict[str, Any]:
+    """Write `data/{train,test}.jsonl` and `data/report.json` for `config`; return the report."""
+    start = time.perf_counter()
+    settings = config.data
+    loaded = load_data(settings, config.seed)
+    if not loaded.train or not loaded.test:
+        raise UserError(
+            f"data.dataset: {settings.dataset} gave {len(loaded.train)} train and {len(loaded.test)} test "
+            "problems; both splits need at least one"
+        )
+    overlaps = find_overlaps(
+        loaded.train, loaded.test, n=settings.overlap_ngram, threshold=settings.overlap_threshold
+    )
+    questions = {p.id: p.question for p in (*loaded.train, *loaded.test)}
+    examples = [
+        {**asdict(o), "test_question": questions[o.test_id], "train_question": questions[o.train_id]}
+        for o in overlaps[:EXAMPLES_IN_REPORT]
+    ]
+    report: dict[str, Any] = {
+        "dataset": settings.dataset,
+        "source": loaded.source,
+        "counts": {"train": len(loaded.train), "test": len(loaded.test)},
+        "overlap": {
+            "ngram": settings.overlap_ngram,
+            "threshold": settings.overlap_threshold,
+            "flagged": len(overlaps),
+            "exact": sum(o.exact for o in overlaps),
+            "examples": examples,
+        },
+    }
+
+    out = data_dir(run_dir)
+    staged = {split: out / f".{name}.staged" for split, name in SPLIT_FILES.items()}
+    try:
+        write_problems(staged["train"], loaded.train)
+        write_problems(staged["test"], loaded.test)
+        # Renames are all that is left: the window in which a crash mixes old and new is tiny,
+        # and the report (the completion mark) lands last, so a mix never looks finished.
+        for split, name in SPLIT_FILES.items():
+            os.replace(staged[split], out / name)
+    finally:
+        for path in staged.values():
+            path.unlink(missing_ok=True)
+    report["seconds"] = round(time.perf_counter() - start, 3)
+    write_json(out / REPORT_FILE, report)
+
+    if console is not None:
+        console.print(
+            f"data: {settings.dataset} from {loaded.source}: {len(loaded.train)} train, {len(loaded.test)} test; "
+            f"{len(overlaps)} test questions overlap train (n={settings.overlap_ngram}, "
+            f">= {settings.overlap_threshold:.0%}), {report['overlap']['exact']} exact -> {out}"
+        )
+    return report
+
+
+def is_data_stage_done(run_dir: str | Path) -> bool:
+    """True when the stage finished: both split files and the report exist."""
+    out = data_dir(run_dir)
+    return all((out / name).is_file() for name in (*SPLIT_FILES.values(), REPORT_FILE))
+
+
+def load_run_problems(run_dir: str | Path, split: str) -> list[Problem]:
+    """The problems the data stage wrote for `split` ('train' or 'test')."""
+    if split not in SPLIT_FILES:
+        raise UserError(f"split must be one of {', '.join(SPLIT_FILES)}, got {split!r}")
+    path = data_dir(run_dir) / SPLIT_FILES[split]
+    if not path.is_file():
+        raise UserError(f"no {split} problems here: run `scalingdown data` first", path=path)
+    return read_problems(path)

@@ -1,0 +1,252 @@
+"""The eval stage: one model on the test problems -> `eval/<name>/{predictions.jsonl,metrics.json}`.
+
+Predictions are appended to `predictions.partial.jsonl` batch by batch, so an interrupted evaluation
+resumes where it stopped (when the model and settings are unchanged); the final files are written
+atomically only when every problem is answered. `score_predictions` scores outputs produced elsewhere.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import time
+from collections.abc import Sequence
+from dataclasses import asdict
+from datetime import datetime, timezone
+from pathlib import Path
+
+from scalingdown.artifacts import iter_jsonl, read_json, write_json, write_jsonl
+from scalingdown.config import EvalConfig
+from scalingdown.data.answers import answers_match, majority_vote, score
+from scalingdown.data.schema import Problem
+from scalingdown.errors import UserError
+from scalingdown.evaluate import prompts as prompt_formats
+from scalingdown.evaluate.metrics import accuracy
+
+STUDENT_FILE = "scalingdown.json"  # written by `scalingdown train`; holds the student's prompt format
+
+
+def student_template(model_path: str | Path) -> dict:
+    """The prompt format a student was trained with, from its directory's `scalingdown.json`."""
+    path = Path(model_path) / STUDENT_FILE
+    if not path.is_file():
+        raise UserError(
+            f"prompt 'student' needs a model trained by `scalingdown train` (no {STUDENT_FILE} here)",
+            path=model_path,
+        )
+    meta = read_json(path)
+    if not isinstance(meta, dict) or "prompt_template" not in meta:
+        raise UserError("missing key 'prompt_template'", path=path)
+    return meta
+
+
+def build_prompts(
+    problems: Sequence[Problem],
+    fmt: str,
+    *,
+    train_pool: Sequence[Problem] = (),
+    num_fewshot: int = 0,
+    seed: int = 0,
+    model_path: str | Path | None = None,
+) -> list[str]:
+    """Prompts for `problems` in format `fmt` ('zero-shot', 'few-shot' or 'student').
+
+    Few-shot uses one seeded set of exemplars from the train split for every test problem, so all
+    problems (and all models) see the same context.
+    """
+    if fmt == "zero-shot":
+        return [prompt_formats.zero_shot(p) for p in problems]
+    if fmt == "few-shot":
+        shots = prompt_formats.pick_exemplars(train_pool, num_fewshot, seed=seed)
+        return [prompt_formats.few_shot(p, shots) for p in problems]
+    if fmt == "student":
+        if model_path is None:
+            raise UserError("prompt 'student' needs a local model directory")
+        template = student_template(model_path)["prompt_template"]
+        return [prompt_formats.from_template(p, template) for p in problems]
+    raise UserError(f"unknown prompt format {fmt!r}; known: {', '.join(prompt_formats.PROMPT_FORMATS)}")
+
+
+def score_outputs(problem: Problem, samples: Sequence[str]) -> dict:
+    """Strict and flexible answers of one problem; with several samples, the majority vote of each."""
+    scored = [score(problem, text) for text in samples]
+    strict = majority_vote([s.strict_answer for s in scored])
+    flexible = majority_vote([s.flexible_answer for s in scored])
+    choice = problem.is_choice
+    return {
+        "answer": flexible,
+        "correct": answers_match(flexible, problem.answer, choice=choice),
+        "strict_answer": strict,
+        "strict_correct": answers_match(strict, problem.answer, choice=choice),
+    }
+
+
+def summarize(rows: Sequence[dict]) -> dict:
+    """Accuracy (strict and flexible, with n and 95% CI) and generation totals of prediction rows."""
+    tokens = sum(sum(r.get("new_tokens") or [0]) for r in rows)
+    seconds = sum(r.get("seconds") or 0.0 for r in rows)
+    n = len(rows)
+    return {
+        "n": n,
+        "accuracy": accuracy([r["correct"] for r in rows]).as_dict(),
+        "strict_accuracy": accuracy([r["strict_correct"] for r in rows]).as_dict(),
+        "generated_tokens": tokens,
+        "generated_tokens_per_problem": tokens / n if n else 0.0,
+        "generation_seconds": seconds,
+        "seconds_per_problem": seconds / n if n else 0.0,
+        "tokens_per_second": tokens / seconds if seconds else None,
+        "truncated_prompts": sum(bool(r.get("truncated")) for r in rows),
+    }
+
+
+def _fingerprint(model_path: str, fmt: str, settings: EvalConfig, prompts: Sequence[str]) -> str:
+    blob = json.dumps([model_path, fmt, settings.model_dump(mode="json"), list(prompts)], sort_keys=True)
+    return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+
+def _resume_rows(partial: Path, fingerprint: str, ids: set[str]) -> dict[str, dict]:
+    """Rows of an interrupted run with the same fingerprint; anything else is discarded."""
+    if not partial.exists():
+        return {}
+    rows: dict[str, dict] = {}
+    try:
+        for _, row in iter_jsonl(partial):
+            if row.get("fingerprint") == fingerprint and row.get("id") in ids:
+                rows[row["id"]] = row
+    except UserError:
+        pass  # a line cut by a crash ends what can be reused
+    return rows
+
+
+def evaluate_model(
+    problems: Sequence[Problem],
+    *,
+    name: str,
+    model_path: str,
+    settings: EvalConfig,
+    out_dir: Path,
+    prompt_format: str | None = None,
+    train_pool: Sequence[Problem] = (),
+    seed: int = 0,
+    progress: bool = True,
+) -> dict:
+    """Generate, score and write predictions and metrics for one model; returns the metrics."""
+    from scalingdown.evaluate.efficiency import hardware, package_versions, peak_memory, reset_peak_memory
+    from scalingdown.evaluate.generation import DecodingSettings, generate_texts
+    from scalingdown.models.loading import load_model
+
+    fmt = prompt_format or settings.prompt
+    problems = list(problems)[: settings.limit] if settings.limit else list(problems)
+    if not problems:
+        raise UserError("no test problems to evaluate")
+    local = Path(model_path).exists()
+    prompts = build_prompts(
+        problems,
+        fmt,
+        train_pool=train_pool,
+        num_fewshot=settings.num_fewshot,
+        seed=seed,
+        model_path=model_path if local else None,
+    )
+    stop = tuple(settings.stop)
+    if fmt == "student":
+        stop = tuple(student_template(model_path).get("stop", stop))
+    started = time.perf_counter()
+    loaded = load_model(model_path, device=settings.device, dtype=settings.dtype)
+    load_seconds = time.perf_counter() - started
+    reset_peak_memory(loaded.device)
+
+    out_dir.mkdir(parents=True, exist_ok=True)
+    partial = out_dir / "predictions.partial.jsonl"
+    fingerprint = _fingerprint(model_path, fmt, settings, prompts)
+    done = _resume_rows(partial, fingerprint, {p.id for p in problems})
+    write_jsonl(partial, done.values())  # drop stale or cut lines before appending
+    skip = {i for i, p in enumerate(problems) if p.id in done}
+
+    decoding = DecodingSettings(
+        max_new_tokens=settings.max_new_tokens,
+        stop=stop,
+        temperature=settings.temperature,
+        num_samples=settings.self_consistency,
+        batch_size=settings.batch_size,
+        seed=seed,
+    )
+    with partial.open("a", encoding="utf-8") as sink:
+
+        def persist(indices, generations) -> None:
+            for i, gen in zip(indices, generations):
+                problem = problems[i]
+                row = {
+                    "id": problem.id,
+                    "prompt": prompts[i],
+                    "output": gen.texts[0],
+                    **({"samples": gen.texts} if len(gen.texts) > 1 else {}),
+                    **score_outputs(problem, gen.texts),
+                    "gold": problem.answer,
+                    "new_tokens": gen.new_tokens,
+                    "seconds": gen.seconds,
+                    "truncated": gen.truncated,
+                    "fingerprint": fingerprint,
+                }
+                done[problem.id] = row
+                sink.write(json.dumps(row, ensure_ascii=False) + "\n")
+            sink.flush()
+
+        generate_texts(
+            loaded, prompts, decoding, on_batch=persist, skip=skip, progress=progress, description=f"eval {name}"
+        )
+
+    rows = [{k: v for k, v in done[p.id].items() if k != "fingerprint"} for p in problems]
+    metrics = {
+        "model": name,
+        "model_path": model_path,
+        "prompt_format": fmt,
+        **summarize(rows),
+        "num_parameters": loaded.num_parameters,
+        "peak_memory": peak_memory(loaded.device),
+        "dtype": str(loaded.dtype).removeprefix("torch."),
+        "load_seconds": load_seconds,
+        "resumed_problems": len(skip),
+        "settings": {**settings.model_dump(mode="json"), "stop": list(stop)},
+        "decoding": asdict(decoding),
+        "seed": seed,
+        "hardware": hardware(loaded.device),
+        "versions": package_versions(),
+        "finished": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+    }
+    write_jsonl(out_dir / "predictions.jsonl", rows)
+    write_json(out_dir / "metrics.json", metrics)
+    partial.unlink(missing_ok=True)
+    return metrics
+
+
+def score_predictions(problems: Sequence[Problem], predictions: Path, *, name: str, out_dir: Path) -> dict:
+    """Score outputs produced elsewhere: a JSONL of {"id", "text"} (or "output"), one per problem."""
+    by_id = {p.id: p for p in problems}
+    rows, seen = [], set()
+    for number, obj in iter_jsonl(predictions):
+        pid = obj.get("id")
+        text = obj.get("text", obj.get("output"))
+        if not isinstance(pid, str):
+            raise UserError("missing string field 'id'", path=predictions, line=number)
+        if not isinstance(text, str):
+            raise UserError("missing string field 'text'", path=predictions, line=number)
+        if pid not in by_id:
+            raise UserError(f"id {pid!r} is not a test problem of this run", path=predictions, line=number)
+        if pid in seen:
+            raise UserError(f"id {pid!r} appears twice", path=predictions, line=number)
+        seen.add(pid)
+        problem = by_id[pid]
+        rows.append({"id": pid, "prompt": None, "output": text, **score_outputs(problem, [text]), "gold": problem.answer})
+    if not rows:
+        raise UserError("no predictions in file", path=predictions)
+    metrics = {
+        "model": name,
+        "predictions_file": str(predictions),
+        **summarize(rows),
+        "missing_problems": len(problems) - len(rows),
+        "finished": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+    }
+    write_jsonl(out_dir / "predictions.jsonl", rows)
+    write_json(out_dir / "metrics.json", metrics)
+    return metrics

@@ -1,0 +1,177 @@
+"""The `run` orchestration over the stages, and the shared steps the stage commands call.
+
+For now a study is: data -> eval of every configured model. Each step skips what is already done
+(the data stage when its report matches the config; a model whose metrics match its settings).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import time
+from pathlib import Path
+
+from rich.console import Console
+from rich.table import Table
+
+from scalingdown.artifacts import read_json, write_json
+from scalingdown.config import ModelConfig, StudyConfig
+from scalingdown.errors import UserError
+from scalingdown.manifest import update_manifest
+
+console = Console(stderr=True)
+
+
+def default_config_path() -> Path:
+    """`configs/demo.yaml`: shipped inside the package, or beside the source in a checkout."""
+    here = Path(__file__).resolve().parent
+    for candidate in (here / "configs" / "demo.yaml", here.parents[1] / "configs" / "demo.yaml"):
+        if candidate.is_file():
+            return candidate
+    raise UserError("the built-in demo config is missing from this installation (configs/demo.yaml)")
+
+
+def _digest(obj: object) -> str:
+    return hashlib.sha256(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+def ensure_data(study: StudyConfig) -> dict:
+    """Run the data stage unless `data/report.json` already matches this data config."""
+    from scalingdown.data.stage import run_data_stage
+
+    run_dir = Path(study.run_dir)
+    report_path = run_dir / "data" / "report.json"
+    key = _digest([study.data.model_dump(mode="json"), study.seed])
+    if report_path.exists():
+        report = read_json(report_path)
+        if report.get("config_digest") == key:
+            console.print(f"[dim]data: done ({report['counts']['train']} train, {report['counts']['test']} test)")
+            return report
+    started = time.perf_counter()
+    report = run_data_stage(study, run_dir)
+    report["config_digest"] = key
+    write_json(report_path, report)
+    update_manifest(run_dir, study, "data", seconds=time.perf_counter() - started, counts=report["counts"])
+    console.print(f"data: {report['counts']['train']} train, {report['counts']['test']} test -> {run_dir / 'data'}")
+    return report
+
+
+def model_path(spec: ModelConfig, study: StudyConfig) -> str:
+    """Where the model lives: its own path, or a tiny model built (once) inside the run directory."""
+    if spec.path is not None:
+        return spec.path
+    from scalingdown.data.stage import load_run_problems
+    from scalingdown.evaluate.prompts import worked_example
+    from scalingdown.models.tiny import build_tiny
+
+    train = load_run_problems(Path(study.run_dir), "train")
+    texts = [worked_example(p) for p in train]
+    out = Path(study.run_dir) / "models" / spec.name
+    build_tiny(spec.tiny, texts, out, seed=study.seed, pretrain_texts=texts)
+    return str(out)
+
+
+def evaluate_models(study: StudyConfig, *, force: bool = True) -> dict[str, dict]:
+    """Evaluate each configured model on the run's test problems; returns metrics by model name.
+
+    With `force=False` a model whose `metrics.json` already matches its settings is skipped.
+    A model that fails to load or generate is reported and the others go on.
+    """
+    from scalingdown.data.stage import load_run_problems
+    from scalingdown.evaluate.stage import evaluate_model
+
+    run_dir = Path(study.run_dir)
+    test = load_run_problems(run_dir, "test")
+    train = load_run_problems(run_dir, "train") if study.eval.prompt == "few-shot" else []
+    results: dict[str, dict] = {}
+    for spec in study.models:
+        out_dir = run_dir / "eval" / spec.name
+        key = _digest([spec.model_dump(mode="json"), study.eval.model_dump(mode="json"), study.seed])
+        metrics_path = out_dir / "metrics.json"
+        if not force and metrics_path.exists() and read_json(metrics_path).get("spec_digest") == key:
+            results[spec.name] = read_json(metrics_path)
+            console.print(f"[dim]eval {spec.name}: done")
+            continue
+        started = time.perf_counter()
+        try:
+            path = model_path(spec, study)
+            metrics = evaluate_model(
+                test,
+                name=spec.name,
+                model_path=path,
+                settings=study.eval,
+                out_dir=out_dir,
+                prompt_format=spec.prompt,
+                train_pool=train,
+                seed=study.seed,
+            )
+        except UserError as exc:
+            console.print(f"[red]eval {spec.name}: {exc}")
+            if len(study.models) == 1:
+                raise
+            continue
+        metrics["spec_digest"] = key
+            write_json(metrics_path, metrics)
+        update_manifest(run_dir, study, f"eval/{spec.name}", seconds=time.perf_counter() - started)
+        results[spec.name] = metrics
+        _print_metrics(spec.name, metrics)
+    if len(results) > 1:
+        _print_table(results)
+    return results
+
+
+def _print_metrics(name: str, metrics: dict) -> None:
+    from scalingdown.evaluate.metrics import Accuracy
+
+    flexible = Accuracy(**metrics["accuracy"])
+    strict = Accuracy(**metrics["strict_accuracy"])
+    speed = metrics.get("tokens_per_second")
+    console.print(
+        f"eval {name}: accuracy {flexible} | strict {100 * strict.accuracy:.1f}%"
+        + (f" | {speed:.0f} tokens/s, {1000 * metrics['seconds_per_problem']:.0f} ms/problem" if speed else "")
+    )
+
+
+def _print_table(results: dict[str, dict]) -> None:
+    table = Table(title="evaluation")
+    for column in ("model", "params", "accuracy", "95% CI", "strict", "n", "ms/problem"):
+        table.add_column(column, justify="left" if column == "model" else "right")
+    for name, m in results.items():
+        acc, strict = m["accuracy"], m["strict_accuracy"]
+        table.add_row(
+            name,
+            f"{m.get('num_parameters', 0):,}",
+            f"{100 * acc['accuracy']:.1f}%",
+            f"{100 * acc['ci_low']:.1f}-{100 * acc['ci_high']:.1f}",
+            f"{100 * strict['accuracy']:.1f}%",
+            str(m["n"]),
+            f"{1000 * m.get('seconds_per_problem', 0):.0f}",
+        )
+    console.print(table)
+
+
+def score_external(study: StudyConfig, predictions: Path, *, name: str) -> dict:
+    """`scalingdown eval --predictions FILE`: score outputs produced elsewhere."""
+    from scalingdown.data.stage import load_run_problems
+    from scalingdown.evaluate.stage import score_predictions
+
+    run_dir = Path(study.run_dir)
+    test = load_run_problems(run_dir, "test")
+    metrics = score_predictions(test, predictions, name=name, out_dir=run_dir / "eval" / name)
+    _print_metrics(name, metrics)
+    if metrics["missing_problems"]:
+        console.print(f"[yellow]{metrics['missing_problems']} test problems have no prediction in {predictions}")
+    return metrics
+
+
+def run_study(study: StudyConfig) -> None:
+    """data -> eval (every model); each step skips what is already done."""
+    run_dir = Path(study.run_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    console.rule(f"study {study.name} -> {run_dir}")
+    ensure_data(study)
+    if not study.models:
+        console.print("[yellow]no models configured: nothing to evaluate")
+        return
+    evaluate_models(study, force=False)
+    console.print(f"results: {run_dir / 'eval'}/<model>/metrics.json")
