@@ -65,7 +65,9 @@ class TinyModelConfig(_Strict):
     hidden_size: int = Field(64, ge=8, description="Width of the tiny model.")
     num_layers: int = Field(2, ge=1, description="Number of transformer layers.")
     num_heads: int = Field(4, ge=1, description="Attention heads per layer.")
-    vocab_size: int = Field(512, ge=64, description="Size of the locally trained BPE vocabulary.")
+    vocab_size: int = Field(
+        512, ge=260, description="Size of the locally trained byte-level BPE vocabulary (256 bytes + 4 specials at least)."
+    )
     max_positions: int = Field(512, ge=32, description="Longest sequence the model accepts.")
     pretrain_steps: int = Field(
         0, ge=0, description="Causal-LM steps on the train split's worked solutions before evaluation."

@@ -12,6 +12,7 @@ import time
 from pathlib import Path
 
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from scalingdown.artifacts import read_json, write_json
@@ -19,7 +20,7 @@ from scalingdown.config import ModelConfig, StudyConfig
 from scalingdown.errors import UserError
 from scalingdown.manifest import update_manifest
 
-console = Console(stderr=True)
+console = Console(stderr=True, soft_wrap=True)
 
 
 def default_config_path() -> Path:
@@ -106,12 +107,12 @@ def evaluate_models(study: StudyConfig, *, force: bool = True) -> dict[str, dict
                 seed=study.seed,
             )
         except UserError as exc:
-            console.print(f"[red]eval {spec.name}: {exc}")
             if len(study.models) == 1:
                 raise
+            console.print(f"[red]eval {spec.name} failed:[/red] {escape(str(exc))}")
             continue
         metrics["spec_digest"] = key
-            write_json(metrics_path, metrics)
+        write_json(metrics_path, metrics)
         update_manifest(run_dir, study, f"eval/{spec.name}", seconds=time.perf_counter() - started)
         results[spec.name] = metrics
         _print_metrics(spec.name, metrics)

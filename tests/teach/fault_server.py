@@ -19,6 +19,11 @@ from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 
+class _Server(ThreadingHTTPServer):
+    daemon_threads = True
+    request_queue_size = 128  # the default 5 drops connection attempts of a 16-way concurrent client
+
+
 @dataclass
 class LoggedRequest:
     """One request as the server saw it."""
@@ -44,6 +49,7 @@ class FaultConfig:
     stall_s: float = 2.0  # how long a "timeout" fault sleeps before answering
     latency_s: float = 0.0  # added to every request, to make requests overlap
     empty_completion: bool = False  # answer with "" (a model that says nothing)
+    scripted: tuple[str, ...] = ()  # faults of each prompt's 1st, 2nd, ... attempt, before any draw
     seed: int = 0
 
 
@@ -67,7 +73,7 @@ class FaultServer:
         self._lock = threading.Lock()
         self._in_flight = 0
         self._seen: dict[str, int] = {}
-        self._httpd: ThreadingHTTPServer | None = None
+        self._httpd: _Server | None = None
 
     # -- lifecycle -------------------------------------------------------------------------------
     def __enter__(self) -> FaultServer:
@@ -76,9 +82,10 @@ class FaultServer:
         class Handler(_Handler):
             owner = server
 
-        self._httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self._httpd.daemon_threads = True
-        threading.Thread(target=self._httpd.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True).start()
+        self._httpd = _Server(("127.0.0.1", 0), Handler)
+        threading.Thread(
+            target=self._httpd.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True
+        ).start()
         return self
 
     def __exit__(self, *exc: object) -> None:
@@ -108,10 +115,17 @@ class FaultServer:
         with self._lock:
             seen = self._seen.get(prompt, 0)
             self._seen[prompt] = seen + 1
+        if seen < len(self.faults.scripted):
+            return self.faults.scripted[seen]
         digest = hashlib.sha256(f"{self.faults.seed}:{seen}:{prompt}".encode()).digest()
         u = int.from_bytes(digest[:8], "big") / 2**64
         f = self.faults
-        for name, share in (("429", f.p_429), ("500", f.p_500), ("timeout", f.p_timeout), ("malformed", f.p_malformed)):
+        for name, share in (
+            ("429", f.p_429),
+            ("500", f.p_500),
+            ("timeout", f.p_timeout),
+            ("malformed", f.p_malformed),
+        ):
             if u < share:
                 return name
             u -= share
@@ -157,7 +171,10 @@ class _Handler(BaseHTTPRequestHandler):
             return True
         # Like the real API, the message repeats the key it got: the client must scrub it.
         shown = given.removeprefix("Bearer ")
-        self._send(401, {"error": {"message": f"Incorrect API key provided: {shown}", "type": "invalid_request_error"}})
+        self._send(
+            401,
+            {"error": {"message": f"Incorrect API key provided: {shown}", "type": "invalid_request_error"}},
+        )
         return False
 
     def do_GET(self) -> None:
@@ -197,7 +214,10 @@ class _Handler(BaseHTTPRequestHandler):
         if payload.get("model") != owner.model:
             entry.status, entry.fault = 404, "model"
             message = f"The model `{payload.get('model')}` does not exist."
-            self._send(404, {"error": {"message": message, "type": "invalid_request_error", "code": "model_not_found"}})
+            self._send(
+                404,
+                {"error": {"message": message, "type": "invalid_request_error", "code": "model_not_found"}},
+            )
             return
         if faults.latency_s:
             time.sleep(faults.latency_s)
@@ -224,14 +244,20 @@ class _Handler(BaseHTTPRequestHandler):
             self._send(200, self._completion(payload, chat, entry))
 
     def _completion(self, payload: dict, chat: bool, entry: LoggedRequest) -> dict:
-        texts = ["" if self.owner.faults.empty_completion else rationale_for(entry.prompt, i) for i in range(entry.n)]
+        texts = [
+            "" if self.owner.faults.empty_completion else rationale_for(entry.prompt, i)
+            for i in range(entry.n)
+        ]
         if chat:
             choices = [
                 {"index": i, "message": {"role": "assistant", "content": t}, "finish_reason": "stop"}
                 for i, t in enumerate(texts)
             ]
         else:
-            choices = [{"index": i, "text": t, "finish_reason": "stop", "logprobs": None} for i, t in enumerate(texts)]
+            choices = [
+                {"index": i, "text": t, "finish_reason": "stop", "logprobs": None}
+                for i, t in enumerate(texts)
+            ]
         prompt_tokens = len(entry.prompt.split())
         completion_tokens = sum(len(t.split()) for t in texts)
         return {

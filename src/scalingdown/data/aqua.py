@@ -40,7 +40,9 @@ def canonical_split(split: str) -> str:
 def parse_options(options: Any, *, where: str | Path, line: int | None) -> dict[str, str]:
     """`["A)32400", "B)6000", ...]` -> `{"A": "32400", "B": "6000", ...}`, letters A-E, each once."""
     if not isinstance(options, list) or not options:
-        raise UserError("AQuA-RAT 'options' must be a non-empty list of strings like 'A)32400'", path=where, line=line)
+        raise UserError(
+            "AQuA-RAT 'options' must be a non-empty list of strings like 'A)32400'", path=where, line=line
+        )
     parsed: dict[str, str] = {}
     for option in options:
         if not isinstance(option, str) or ")" not in option:
@@ -49,7 +51,7 @@ def parse_options(options: Any, *, where: str | Path, line: int | None) -> dict[
         letter = letter.strip().upper()
         if letter not in CHOICE_LETTERS:
             raise UserError(
-                f"AQuA-RAT option {option!r} has letter {letter!r}, expected one of {', '.join(CHOICE_LETTERS)}",
+                f"AQuA-RAT option {option!r} has letter {letter!r}, expected A to E",
                 path=where,
                 line=line,
             )
@@ -119,9 +121,9 @@ def local_split_file(path: str | Path, split: str) -> Path:
         return candidate
     if name == "train":
         raise UserError(
-            f"no train.json in this folder: the {TRAIN_ROWS_ON_HUB:,}-row AQuA-RAT train split is only on the "
-            "Hugging Face Hub (set data.path to null to use it); locally, train on the dev split instead "
-            "(the data stage does this for a folder without train.json)",
+            f"no train.json in this folder: the {TRAIN_ROWS_ON_HUB:,}-row AQuA-RAT train split is only "
+            "on the Hugging Face Hub (set data.path to null to use it); locally, train on the dev split "
+            "instead (the data stage does this for a folder without train.json)",
             path=path,
         )
     raise UserError(f"no {candidate.name} for AQuA-RAT split {split!r} in this folder", path=path)

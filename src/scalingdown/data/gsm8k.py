@@ -90,7 +90,7 @@ def load_gsm8k_file(path: str | Path, split: str) -> list[Problem]:
 
 
 def local_split_file(path: str | Path, split: str) -> Path:
-    """The file that holds `split` under a local copy: the path itself if it is a file, else `{split}.jsonl`."""
+    """The file holding `split` in a local copy: the path itself if it is a file, else `{split}.jsonl`."""
     path = Path(path)
     if not path.exists():
         raise UserError("GSM8K data path does not exist", path=path)
@@ -99,7 +99,9 @@ def local_split_file(path: str | Path, split: str) -> Path:
     candidate = path / f"{split}.jsonl"
     if not candidate.is_file():
         found = ", ".join(sorted(p.name for p in path.glob("*.jsonl"))) or "no .jsonl files"
-        raise UserError(f"no {split}.jsonl for GSM8K split {split!r} in this folder (found: {found})", path=path)
+        raise UserError(
+            f"no {split}.jsonl for GSM8K split {split!r} in this folder (found: {found})", path=path
+        )
     return candidate
 
 
@@ -120,4 +122,3 @@ def load_gsm8k(split: str, path: str | Path | None = None) -> list[Problem]:
     if path is None:
         return load_gsm8k_hub(split)
     return load_gsm8k_file(local_split_file(path, split), split)
-

@@ -56,7 +56,9 @@ def load_data(config: DataConfig, seed: int) -> LoadedSplits:
     """Train and test problems of the configured data set, limits applied, with their source."""
     loader = _LOADERS.get(config.dataset)
     if loader is None:
-        raise UserError(f"data.dataset: unknown data set {config.dataset!r} (known: {', '.join(known_datasets())})")
+        raise UserError(
+            f"data.dataset: unknown data set {config.dataset!r} (known: {', '.join(known_datasets())})"
+        )
     loaded = loader(config, seed)
     train = loaded.train[: config.train_limit] if config.train_limit is not None else loaded.train
     test = loaded.test[: config.test_limit] if config.test_limit is not None else loaded.test

@@ -83,7 +83,8 @@ def run_data_stage(config: StudyConfig, run_dir: str | Path, *, console: Any = N
 
     if console is not None:
         console.print(
-            f"data: {settings.dataset} from {loaded.source}: {len(loaded.train)} train, {len(loaded.test)} test; "
+            f"data: {settings.dataset} from {loaded.source}: "
+            f"{len(loaded.train)} train, {len(loaded.test)} test; "
             f"{len(overlaps)} test questions overlap train (n={settings.overlap_ngram}, "
             f">= {settings.overlap_threshold:.0%}), {report['overlap']['exact']} exact -> {out}"
         )

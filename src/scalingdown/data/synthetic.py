@@ -70,7 +70,10 @@ CORE_TEMPLATES: tuple[StoryTemplate, ...] = (
             "+": ("{Pron} buys {b} more {item}.", "{Pron} buys {b} more"),
             "-": ("{Pron} gives away {b} {item}.", "{Pron} gives away {b}"),
             "x": ("{Pron} gets {b} times as many {item} as before.", "{Pron} gets {b} times as many"),
-            "/": ("{Pron} splits the {item} into {b} equal bags and keeps one bag.", "{Pron} keeps one of {b} bags"),
+            "/": (
+                "{Pron} splits the {item} into {b} equal bags and keeps one bag.",
+                "{Pron} keeps one of {b} bags",
+            ),
         },
         broad_items=("plums", "peaches"),
     ),
@@ -82,7 +85,10 @@ CORE_TEMPLATES: tuple[StoryTemplate, ...] = (
             "+": ("{Pron} bakes {b} more {item}.", "{Pron} bakes {b} more"),
             "-": ("{Pron} sells {b} {item}.", "{Pron} sells {b}"),
             "x": ("{Pron} bakes until {pron} has {b} times as many {item}.", "{Pron} has {b} times as many"),
-            "/": ("{Pron} packs the {item} equally into {b} boxes and keeps one box.", "{Pron} keeps one of {b} boxes"),
+            "/": (
+                "{Pron} packs the {item} equally into {b} boxes and keeps one box.",
+                "{Pron} keeps one of {b} boxes",
+            ),
         },
         broad_items=("pies", "bagels"),
     ),
@@ -94,7 +100,10 @@ CORE_TEMPLATES: tuple[StoryTemplate, ...] = (
             "+": ("{Pron} earns {b} more {item}.", "{Pron} earns {b} more"),
             "-": ("{Pron} spends {b} {item}.", "{Pron} spends {b}"),
             "x": ("{Poss} savings grow to {b} times as much.", "{Poss} savings grow {b} times"),
-            "/": ("{Pron} splits {poss} {item} equally into {b} jars and keeps one jar.", "{Pron} keeps one of {b} jars"),
+            "/": (
+                "{Pron} splits {poss} {item} equally into {b} jars and keeps one jar.",
+                "{Pron} keeps one of {b} jars",
+            ),
         },
         broad_items=("coins",),
     ),
@@ -106,7 +115,10 @@ CORE_TEMPLATES: tuple[StoryTemplate, ...] = (
             "+": ("{Pron} plants {b} more {item}.", "{Pron} plants {b} more"),
             "-": ("{Pron} gives {b} {item} to a neighbor.", "{Pron} gives {b} to a neighbor"),
             "x": ("The {item} multiply until there are {b} times as many.", "There are {b} times as many"),
-            "/": ("{Pron} divides the {item} equally among {b} beds and keeps one bed.", "{Pron} keeps one of {b} beds"),
+            "/": (
+                "{Pron} divides the {item} equally among {b} beds and keeps one bed.",
+                "{Pron} keeps one of {b} beds",
+            ),
         },
         broad_items=("lilies", "carrots"),
     ),
@@ -121,7 +133,10 @@ BROAD_ONLY_TEMPLATES: tuple[StoryTemplate, ...] = (
             "+": ("{Pron} wins {b} more {item}.", "{Pron} wins {b} more"),
             "-": ("{Pron} loses {b} {item}.", "{Pron} loses {b}"),
             "x": ("A bonus multiplies {poss} {item} by {b}.", "The bonus multiplies by {b}"),
-            "/": ("{Pron} shares the {item} equally in a team of {b} and keeps one share.", "{Pron} keeps one of {b} shares"),
+            "/": (
+                "{Pron} shares the {item} equally in a team of {b} and keeps one share.",
+                "{Pron} keeps one of {b} shares",
+            ),
         },
     ),
     StoryTemplate(
@@ -131,8 +146,14 @@ BROAD_ONLY_TEMPLATES: tuple[StoryTemplate, ...] = (
         {
             "+": ("{Pron} finds {b} more {item}.", "{Pron} finds {b} more"),
             "-": ("{Pron} trades away {b} {item}.", "{Pron} trades away {b}"),
-            "x": ("{Pron} collects until {pron} has {b} times as many {item}.", "{Pron} has {b} times as many"),
-            "/": ("{Pron} sorts the {item} equally into {b} albums and keeps one album.", "{Pron} keeps one of {b} albums"),
+            "x": (
+                "{Pron} collects until {pron} has {b} times as many {item}.",
+                "{Pron} has {b} times as many",
+            ),
+            "/": (
+                "{Pron} sorts the {item} equally into {b} albums and keeps one album.",
+                "{Pron} keeps one of {b} albums",
+            ),
         },
     ),
     StoryTemplate(
@@ -143,7 +164,10 @@ BROAD_ONLY_TEMPLATES: tuple[StoryTemplate, ...] = (
             "+": ("{Pron} gets {b} more {item} at the fair.", "{Pron} gets {b} more"),
             "-": ("{Pron} sells {b} {item} at the market.", "{Pron} sells {b}"),
             "x": ("The herd grows to {b} times as many {item}.", "The herd grows {b} times"),
-            "/": ("{Pron} divides the {item} equally among {b} pens and keeps one pen.", "{Pron} keeps one of {b} pens"),
+            "/": (
+                "{Pron} divides the {item} equally among {b} pens and keeps one pen.",
+                "{Pron} keeps one of {b} pens",
+            ),
         },
     ),
     StoryTemplate(
@@ -154,7 +178,10 @@ BROAD_ONLY_TEMPLATES: tuple[StoryTemplate, ...] = (
             "+": ("{Pron} brings {b} more {item}.", "{Pron} brings {b} more"),
             "-": ("{Pron} loses {b} {item} on the way.", "{Pron} loses {b}"),
             "x": ("{Pron} ends up with {b} times as many {item}.", "{Pron} ends up with {b} times as many"),
-            "/": ("{Pron} splits the {item} equally among {b} tables and keeps one table.", "{Pron} keeps one of {b} tables"),
+            "/": (
+                "{Pron} splits the {item} equally among {b} tables and keeps one table.",
+                "{Pron} keeps one of {b} tables",
+            ),
         },
     ),
 )
@@ -225,7 +252,7 @@ def _pick_step(rng: random.Random, current: int, max_value: int) -> tuple[str, i
     divisors = [d for d in range(2, factor_max + 1) if current % d == 0]
     if divisors:
         choices["/"] = divisors
-    op = rng.choice(sorted(choices, key=OPS.index))
+    op = rng.choice(list(choices))  # built in OPS order, so the draw is stable
     return op, rng.choice(choices[op])
 
 
@@ -315,7 +342,12 @@ def generate(
     if n < 0:
         raise UserError(f"synthetic: the number of problems must be >= 0, got {n}")
     stream = _iter_drawn(
-        seed=seed, split=split, min_steps=min_steps, max_steps=max_steps, max_value=max_value, templates=templates
+        seed=seed,
+        split=split,
+        min_steps=min_steps,
+        max_steps=max_steps,
+        max_value=max_value,
+        templates=templates,
     )
     return [_problem(next(stream), i, split, id_prefix) for i in range(n)]
 
@@ -335,19 +367,20 @@ def generate_splits(config: SyntheticConfig, seed: int) -> tuple[list[Problem], 
     train = generate(config.n_train, seed=seed, split="train", **knobs)
     seen: set[str] = set()
     test: list[Problem] = []
-    draws = 0
+    repeats = 0  # a space too small for n_test shows as ever more repeats
     for drawn in _iter_drawn(seed=seed, split="test", **knobs):
-        draws += 1
-        if drawn[0] not in seen:
-            seen.add(drawn[0])
-            test.append(_problem(drawn, len(test), "test", "synthetic"))
-            if len(test) == config.n_test:
-                break
-        elif draws > 20 * config.n_test + _MAX_REJECTIONS:
-            raise UserError(
-                f"synthetic.n_test: only {len(test)} distinct test questions exist for these settings; "
-                "raise max_value or max_steps, or lower n_test"
-            )
+        if drawn[0] in seen:
+            repeats += 1
+            if repeats > 20 * config.n_test + 1000:
+                raise UserError(
+                    f"synthetic.n_test: only about {len(test)} distinct test questions exist for these "
+                    "settings; raise max_value or max_steps, or lower n_test"
+                )
+            continue
+        seen.add(drawn[0])
+        test.append(_problem(drawn, len(test), "test", "synthetic"))
+        if len(test) == config.n_test:
+            break
     return train, test
 
 

@@ -50,8 +50,17 @@ def train_tokenizer(texts: Iterable[str], *, vocab_size: int = 512) -> PreTraine
     Digits are split one by one before BPE (as Llama 2, SmolLM and Qwen-style tokenizers do), so
     "1234" is always the tokens "1" "2" "3" "4": a tiny model then sees numbers digit by digit and
     can learn arithmetic. Byte-level BPE with the full 256-byte alphabet encodes any text, and
-    `decode(encode(text)) == text` exactly (no clean-up of spaces, no prefix space).
+    `decode(encode(text)) == text` exactly (no clean-up of spaces, no prefix space). The alphabet
+    and the four special tokens take 260 ids, so `vocab_size` must be at least that; the result
+    can be smaller than `vocab_size` when the texts offer fewer merges. No special token is added
+    by `tokenizer(text)`: a training text ends with eos because the trainer appends it.
     """
+    smallest = len(pre_tokenizers.ByteLevel.alphabet()) + len(SPECIAL_TOKENS)
+    if vocab_size < smallest:
+        raise UserError(
+            f"tiny.vocab_size: {vocab_size} is too small; a byte-level BPE needs at least {smallest} "
+            "(256 bytes and 4 special tokens)"
+        )
     tokenizer = Tokenizer(models.BPE())
     tokenizer.pre_tokenizer = pre_tokenizers.Sequence(
         [

@@ -107,7 +107,7 @@ class TeacherBackend(ABC):
             return cls()
         return cls(validate_options(cls.Options, options, where=where))
 
-    def close(self) -> None:
+    def close(self) -> None:  # noqa: B027 - an optional hook, not abstract
         """Release what the backend holds (GPU memory, connections). Default: nothing."""
 
 
@@ -123,7 +123,7 @@ def validate_options(model: type[_M], options: Mapping[str, Any] | _M, *, where:
     except ValidationError as exc:
         err = exc.errors()[0]
         path = ".".join(str(part) for part in (where, *err["loc"]))
-        raise UserError(f"{path}: {err['msg']}") from None
+        raise UserError(f"{path}: {err['msg'].removeprefix('Value error, ')}") from None
 
 
 _REGISTRY: dict[str, type[TeacherBackend]] = {}

@@ -4,7 +4,8 @@ API providers enforce their per-minute limits over short windows, so the bucket 
 second's worth of allowance (never less than one unit) rather than a whole minute's: a burst of a
 full minute at start would only earn a wall of 429s. A cost larger than the bucket (one long
 prompt under a small TPM limit) is let through once the bucket is full and drives it negative,
-so the debt is paid by waiting before the next request instead of blocking forever.
+so the debt is paid by waiting before the next request instead of blocking forever. A cost
+known only afterwards (the tokens a completion used) is settled with `adjust`.
 """
 
 from __future__ import annotations
@@ -41,8 +42,7 @@ class TokenBucket:
                     return
                 await asyncio.sleep((need - self._level) / self.rate_per_s)
 
-    def debit(self, extra: float) -> None:
-        """Charge `extra` units after the fact (actual tokens exceeded the estimate)."""
-        if extra > 0:
-            self._refill()
-            self._level -= extra
+    def adjust(self, delta: float) -> None:
+        """Settle an estimate after the fact: charge `delta` more units (or refund, if negative)."""
+        self._refill()
+        self._level = min(self.capacity, self._level - delta)

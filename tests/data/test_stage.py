@@ -1,0 +1,163 @@
+"""The data sources registry and the `data` stage end to end on real files."""
+
+from __future__ import annotations
+
+import io
+import json
+import re
+from pathlib import Path
+
+import pytest
+from rich.console import Console
+
+from scalingdown.config import DataConfig, StudyConfig, SyntheticConfig
+from scalingdown.data.gsm8k import load_gsm8k
+from scalingdown.data.sources import known_datasets, load_splits
+from scalingdown.data.stage import is_data_stage_done, load_run_problems, run_data_stage
+from scalingdown.errors import UserError
+
+
+def gsm8k_row(question: str, answer: int) -> str:
+    return json.dumps(
+        {"question": question, "answer": f"Work: <<{answer}*1={answer}>>{answer}\n#### {answer}"}
+    )
+
+
+def test_known_datasets_and_unknown_name() -> None:
+    assert set(known_datasets()) == {"gsm8k", "aqua_rat", "synthetic"}
+    # The config's Literal stops this name in YAML; the registry is the second line of defence.
+    config = DataConfig().model_copy(update={"dataset": "mmlu"})
+    with pytest.raises(UserError, match=r"unknown data set 'mmlu' \(known: aqua_rat, gsm8k, synthetic\)"):
+        load_splits(config, seed=0)
+
+
+def test_gsm8k_limits_take_the_first_n(gsm8k_dir: Path) -> None:
+    train, test = load_splits(
+        DataConfig(dataset="gsm8k", path=str(gsm8k_dir), train_limit=30, test_limit=7), 0
+    )
+    assert train == load_gsm8k("train", gsm8k_dir)[:30]
+    assert test == load_gsm8k("test", gsm8k_dir)[:7]
+    again = load_splits(DataConfig(dataset="gsm8k", path=str(gsm8k_dir), train_limit=30, test_limit=7), 99)
+    assert again == (train, test)  # limits do not depend on the seed
+
+
+def test_local_aqua_trains_on_dev(aqua_dir: Path) -> None:
+    train, test = load_splits(DataConfig(dataset="aqua_rat", path=str(aqua_dir)), 0)
+    assert (len(train), len(test)) == (254, 254)
+    assert train[0].id == "aqua_rat-dev-00000" and test[0].id == "aqua_rat-test-00000"
+
+
+@pytest.mark.parametrize("dataset", ["gsm8k", "aqua_rat"])
+def test_missing_path_and_single_file(tmp_path: Path, dataset: str) -> None:
+    missing = tmp_path / "no_such_folder"
+    with pytest.raises(UserError, match=re.escape(f"data.path: {missing} does not exist")):
+        load_splits(DataConfig(dataset=dataset, path=str(missing)), 0)
+    single = tmp_path / "one.jsonl"
+    single.write_text(gsm8k_row("q?", 1) + "\n")
+    with pytest.raises(UserError, match="single file"):
+        load_splits(DataConfig(dataset=dataset, path=str(single)), 0)
+
+
+def test_synthetic_reads_no_path(tmp_path: Path) -> None:
+    with pytest.raises(UserError, match="data.path"):
+        load_splits(DataConfig(dataset="synthetic", path=str(tmp_path)), 0)
+
+
+def test_synthetic_splits_follow_the_config_and_seed() -> None:
+    pytest.importorskip("scalingdown.data.synthetic")
+    config = DataConfig(dataset="synthetic", synthetic=SyntheticConfig(n_train=40, n_test=12), train_limit=25)
+    train, test = load_splits(config, seed=3)
+    assert (len(train), len(test)) == (25, 12)
+    assert all(p.source == "synthetic" for p in train + test)
+    assert load_splits(config, seed=3) == (train, test)
+
+
+def test_stage_end_to_end_on_gsm8k(gsm8k_dir: Path, tmp_path: Path) -> None:
+    config = StudyConfig(
+        data=DataConfig(dataset="gsm8k", path=str(gsm8k_dir), train_limit=200, test_limit=50)
+    )
+    run_dir = tmp_path / "run"
+    assert not is_data_stage_done(run_dir)
+    with pytest.raises(UserError, match=re.escape("run `scalingdown data` first")):
+        load_run_problems(run_dir, "train")
+
+    out = io.StringIO()
+    report = run_data_stage(config, run_dir, console=Console(file=out, width=300))
+
+    assert is_data_stage_done(run_dir)
+    assert sorted(p.name for p in (run_dir / "data").iterdir()) == [
+        "report.json",
+        "test.jsonl",
+        "train.jsonl",
+    ]
+    assert load_run_problems(run_dir, "train") == load_gsm8k("train", gsm8k_dir)[:200]
+    assert load_run_problems(run_dir, "test") == load_gsm8k("test", gsm8k_dir)[:50]
+    assert json.loads((run_dir / "data" / "report.json").read_text()) == report
+    assert report["dataset"] == "gsm8k"
+    assert report["source"] == str(gsm8k_dir.resolve())
+    assert report["counts"] == {"train": 200, "test": 50}
+    overlap = report["overlap"]
+    assert (overlap["ngram"], overlap["threshold"]) == (8, 0.5)
+    assert overlap["flagged"] == len(overlap["examples"]) and overlap["exact"] <= overlap["flagged"]
+    assert report["seconds"] >= 0
+    assert "200 train, 50 test" in out.getvalue()
+
+
+def test_stage_reports_planted_overlap(tmp_path: Path) -> None:
+    folder = tmp_path / "tiny_gsm8k"
+    folder.mkdir()
+    shared = "A farmer has 12 cows and buys 7 more cows at the market on Monday morning. How many cows now?"
+    (folder / "train.jsonl").write_text(
+        "\n".join(
+            [gsm8k_row("Sam reads 4 books a week for 3 weeks. How many books?", 12), gsm8k_row(shared, 19)]
+        )
+    )
+    (folder / "test.jsonl").write_text(
+        "\n".join([gsm8k_row(shared.upper(), 19), gsm8k_row("Ann swims 5 laps daily for 6 days. Laps?", 30)])
+    )
+    report = run_data_stage(StudyConfig(data=DataConfig(dataset="gsm8k", path=str(folder))), tmp_path / "run")
+    assert report["overlap"]["flagged"] == 1 and report["overlap"]["exact"] == 1
+    (example,) = report["overlap"]["examples"]
+    assert example["test_id"] == "gsm8k-test-00000" and example["train_id"] == "gsm8k-train-00001"
+    assert example["containment"] == 1.0 and example["train_question"] == shared
+
+
+def test_failed_stage_leaves_earlier_outputs_untouched(gsm8k_dir: Path, tmp_path: Path) -> None:
+    run_dir = tmp_path / "run"
+    good = StudyConfig(data=DataConfig(dataset="gsm8k", path=str(gsm8k_dir), train_limit=20, test_limit=5))
+    run_data_stage(good, run_dir)
+    before = {p.name: p.read_bytes() for p in (run_dir / "data").iterdir()}
+
+    broken = tmp_path / "broken"
+    broken.mkdir()
+    (broken / "train.jsonl").write_text(gsm8k_row("Fine question here?", 3) + "\n")
+    (broken / "test.jsonl").write_text(gsm8k_row("Fine too?", 4) + '\n{"question": "No answer line?"}\n')
+    with pytest.raises(UserError, match=re.escape(f"{broken.resolve() / 'test.jsonl'}:2: ")):
+        run_data_stage(StudyConfig(data=DataConfig(dataset="gsm8k", path=str(broken))), run_dir)
+
+    after = {p.name: p.read_bytes() for p in (run_dir / "data").iterdir()}
+    assert after == before  # same files, same bytes, no temporaries left behind
+
+
+def test_failure_while_writing_keeps_the_old_split_files(
+    gsm8k_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    run_dir = tmp_path / "run"
+    run_data_stage(StudyConfig(data=DataConfig(dataset="gsm8k", path=str(gsm8k_dir), test_limit=3)), run_dir)
+    before = {p.name: p.read_bytes() for p in (run_dir / "data").iterdir()}
+
+    import scalingdown.data.stage as stage
+
+    real_write = stage.write_problems
+
+    def write_then_fail_on_test(path, problems):  # a full disk while the second file is written
+        if "test" in Path(path).name:
+            raise OSError(28, "No space left on device")
+        return real_write(path, problems)
+
+    monkeypatch.setattr(stage, "write_problems", write_then_fail_on_test)
+    smaller = StudyConfig(data=DataConfig(dataset="gsm8k", path=str(gsm8k_dir), train_limit=5, test_limit=2))
+    with pytest.raises(OSError):
+        run_data_stage(smaller, run_dir)
+    after = {p.name: p.read_bytes() for p in (run_dir / "data").iterdir()}
+    assert after == before
