@@ -19,12 +19,12 @@ same number as lm-evaluation-harness's gsm8k flexible-extract (`(-?[$0-9.,]{2,})
 it differs by design on fractions ("1/3" is one number here), comma lists and unicode minus.
 
 Choices: strict takes the last explicit statement ("answer is C", "Answer: (C)", "Correct answer - A",
-"Ans: B", "correct option is B", "#### C", "C is the correct answer"). Flexible also takes a letter in
-the final line written `(C)`, `C)`, `Option C` or alone; failing any letter, the option whose text appears
-in the last answer statement or the final line (numbers compared by value, words case-folded; the latest
-match wins, and a match of the full option text beats a match of its numbers alone). A statement naming
-two different options ("A or C", "(B) and (D)") is no answer (None). The article "a" ("a train",
-"A man") is never option A.
+"Ans: B", "correct option is B", "#### C", "C is the correct answer", "$\\boxed{C}$"). Flexible also
+takes a letter in the final line written `(C)`, `C)`, `Option C` or alone; failing any letter, the option
+whose text appears in the last answer statement or the final line (numbers compared by value, words
+case-folded; the latest match wins, and a match of the full option text beats a match of its numbers
+alone). A statement naming two different options ("A or C", "(B) and (D)") is no answer (None).
+The article "a" ("a train", "A man") is never option A.
 """
 
 from __future__ import annotations
@@ -55,7 +55,6 @@ class _Number:
     end: int
     value: Fraction
     plain_integer: bool  # an integer without "%" or commas: may be the whole part of a mixed number
-    proper_fraction: bool  # unsigned "a/b" with a < b: may be the fraction part of one
 
 
 def _find_numbers(text: str) -> list[_Number]:
@@ -70,14 +69,15 @@ def _find_numbers(text: str) -> list[_Number]:
             value = Fraction(numerator, denominator)
         else:
             value = Fraction(match.group("decimal").replace(",", ""))
+        # A mixed number is an integer, one space, then an unsigned proper fraction: "1 1/2".
         proper = match.group(0) == f"{match.group('num')}/{match.group('den')}" and value < 1
         if proper and found and found[-1].plain_integer and text[found[-1].end : match.start()] == " ":
             whole = found.pop()
             joined = whole.value + value if whole.value >= 0 else whole.value - value
-            found.append(_Number(whole.start, match.end(), joined, False, False))
+            found.append(_Number(whole.start, match.end(), joined, False))
             continue
         plain = (match.group("decimal") or "").isdigit() and not match.group("percent")
-        found.append(_Number(match.start(), match.end(), -value if negative else value, plain, proper))
+        found.append(_Number(match.start(), match.end(), -value if negative else value, plain))
     return found
 
 
@@ -141,24 +141,27 @@ def extract_numeric(text: str, *, strict: bool) -> str | None:
 # An option letter: not part of a word, and not "e.g."; ")" may follow ("C)600").
 _LETTER = r"\(?(?P<letter>[A-Ea-e])(?!\w|\.\w)\)?"
 _CHOICE_STATEMENT = re.compile(
-    r"(?i:\bcorrect\s+(?:option|choice)\b|\b(?:answer|ans\b\.?)(?:\s+(?:choice|option)\s+is\b)?|\#\#\#\#)"
-    r"(?P<link>(?i:\s|[:=\-–—,]|\.(?!\s)|\bis\b|\b(?:will|would|should|must)\s+be\b|\beither\b)*)"
+    r"(?i:\bcorrect\s+(?:option|choice)\b|\b(?:answer\b|ans\b\.?)(?:\s+(?:choice|option)\s+is\b)?|\#\#\#\#)"
+    r"(?P<link>(?i:\s|[:=\-–—,$]|\.(?!\s)|\bis\b|\b(?:will|would|should|must)\s+be\b|\beither\b)*)"
     r"(?P<named>(?i:(?:option|choice)\s*[:\-]?\s*))?" + _LETTER
 )
 _CHOICE_REVERSED = re.compile(  # "C is the correct answer", "option A is correct", "E is the answer"
     r"(?:(?i:\b(?:option|choice))\s*)?(?<!\w)\(?(?P<letter>[A-E])(?!\w)\)?\s+"
     r"(?i:is\s+(?:the\s+)?(?:correct|right)\b|is\s+the\s+(?:final\s+)?answer\b)"
 )
-_SECOND_LETTER = re.compile(r"\)?(?:\s*(?:,|/|&|(?i:\bor\b|\band\b))\s*)+(?i:(?:option|choice)\s*)?" + _LETTER)
+_SECOND_LETTER = re.compile(
+    r"\)?(?:\s*(?:,|/|&|(?i:\bor\b|\band\b))\s*)+(?i:(?:option|choice)\s*)?" + _LETTER
+)
 _LINE_LETTER = re.compile(
     r"\((?P<paren>[A-Ea-e])\)|(?<![\w(])(?P<bracket>[A-E])\)"
     r"|(?i:\b(?:option|choice)\s*[:\-]?\s*)\(?(?P<named>[A-Ea-e])(?!\w)"
 )
+_BOXED_LETTER = re.compile(r"\\boxed\{\s*\(?([A-Ea-e])\)?\s*\}")
 _LONE_LETTER = re.compile(r"\W*(?P<letter>[A-Ea-e])\W*")
 _ANSWER_LEAD = re.compile(r"\b(?:answer|ans)\b\s*(?:is\b|[:=\-])?", re.IGNORECASE)
 _WORD = re.compile(r"[^\W\d_]+")
 # Words after "A"/"a" that make it a letter rather than the article: "A is correct", "a or c".
-_LETTER_FOLLOWERS = {"is", "or", "and", "because", "since", "as", "so", "which", "but", "was", "would", "should"}
+_LETTER_FOLLOWERS = frozenset("is or and because since as so which but was would should".split())
 _AMBIGUOUS = "ambiguous"
 
 
@@ -245,6 +248,7 @@ def extract_choice(text: str, options: dict[str, str] | None, *, strict: bool) -
     """The option letter ("A".."E") that `text` answers, or None (rules in the module notes)."""
     allowed = {letter.upper() for letter in options} if options else set(CHOICE_LETTERS)
     text = text.replace("*", "")  # markdown emphasis: "**Answer: C**"
+    text = _BOXED_LETTER.sub(r"(\1)", text)  # LaTeX "$\boxed{C}$" reads as "$(C)$"
     stated = _stated_choice(text, allowed)
     if stated is not None or strict:
         return None if stated == _AMBIGUOUS else stated
