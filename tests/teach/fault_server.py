@@ -53,6 +53,11 @@ class FaultConfig:
     seed: int = 0
 
 
+def logged_chat_prompt(text: str) -> str:
+    """How the log records a chat request whose one user message is `text`."""
+    return json.dumps([{"role": "user", "content": text}], sort_keys=True)
+
+
 def rationale_for(prompt: str, index: int = 0) -> str:
     """The deterministic answer the server gives for a prompt (sample `index` when n > 1)."""
     digest = hashlib.sha256(f"{index}:{prompt}".encode()).hexdigest()
@@ -145,6 +150,7 @@ class FaultServer:
 class _Handler(BaseHTTPRequestHandler):
     owner: FaultServer
     protocol_version = "HTTP/1.1"
+    disable_nagle_algorithm = True  # headers and body go out in two writes; do not wait 40 ms for an ACK
 
     def log_message(self, format: str, *args: object) -> None:  # keep test output quiet
         pass

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 import socket
 import time
@@ -15,7 +14,7 @@ from scalingdown.errors import UserError
 from scalingdown.teach import Request, Result, SamplingParams, get_backend
 from scalingdown.teach.openai_backend import OpenAIBackend, OpenAIOptions
 from scalingdown.teach.ratelimit import TokenBucket
-from tests.teach.fault_server import FaultConfig, FaultServer, rationale_for
+from tests.teach.fault_server import FaultConfig, FaultServer, logged_chat_prompt, rationale_for
 
 KEY_ENV = "SCALINGDOWN_TEST_TEACHER_KEY"
 KEY = "sk-test-4f9c2e7a1b-SECRET"
@@ -33,12 +32,10 @@ def backend(*base_urls: str, **options) -> OpenAIBackend:
 
 
 def prompts(count: int, tag: str = "q") -> list[Request]:
-    return [Request(f"{tag}{i}", f"Question {i}: Ann has {i} apples and buys 3 more. How many?") for i in range(count)]
-
-
-def as_logged(prompt: str) -> str:
-    """How the server logs a chat request made from a text prompt."""
-    return json.dumps([{"role": "user", "content": prompt}], sort_keys=True)
+    return [
+        Request(f"{tag}{i}", f"Question {i}: Ann has {i} apples and buys 3 more. How many?")
+        for i in range(count)
+    ]
 
 
 def dead_port() -> int:
@@ -50,7 +47,13 @@ def dead_port() -> int:
 
 def test_faults_every_prompt_answered_or_failed_once():
     faults = FaultConfig(
-        p_429=0.10, p_500=0.10, p_timeout=0.05, p_malformed=0.05, stall_s=0.6, retry_after="0", retry_after_share=0.5
+        p_429=0.10,
+        p_500=0.10,
+        p_timeout=0.05,
+        p_malformed=0.05,
+        stall_s=0.6,
+        retry_after="0",
+        retry_after_share=0.5,
     )
     requests = prompts(500)
     seen: list[Result] = []
@@ -65,7 +68,7 @@ def test_faults_every_prompt_answered_or_failed_once():
     assert sorted(r.key for r in seen) == sorted(r.key for r in requests)  # each reported exactly once
     for request, result in zip(requests, results, strict=True):
         if result.ok:
-            assert result.texts == [rationale_for(as_logged(request.prompt))]
+            assert result.texts == [rationale_for(logged_chat_prompt(request.prompt))]
             assert result.completion_tokens > 0 and not result.from_cache
         else:
             assert result.error and not result.texts
@@ -88,8 +91,11 @@ def test_exhausted_retries_are_recorded_with_their_reason():
     failed = [r for r in results if not r.ok]
     assert failed and len(failed) < len(results)
     for result in failed:
-        assert result.error == f"gave up after 2 attempts; last: 500 internal server error from {server.base_url}: "\
+        assert (
+            result.error
+            == f"gave up after 2 attempts; last: 500 internal server error from {server.base_url}: "
             "The server had an error"
+        )
         assert result.retries == 1
     assert Counter(e.prompt for e in log).most_common(1)[0][1] == 2  # never more than 1 + max_retries
 
@@ -145,6 +151,11 @@ def test_two_live_endpoints_share_the_load():
         assert min(len(one.log), len(two.log)) >= 15
 
 
+def slow_backoff(*base_urls: str, **options) -> OpenAIBackend:
+    """Retrying would take seconds here, so a fast failure shows that nothing was retried."""
+    return backend(*base_urls, backoff_base_s=2.0, backoff_max_s=2.0, **options)
+
+
 def run_quickly(teacher: OpenAIBackend, count: int = 50) -> tuple[list[Result], float]:
     start = time.perf_counter()
     results = teacher.generate(prompts(count), SamplingParams())
@@ -154,15 +165,17 @@ def run_quickly(teacher: OpenAIBackend, count: int = 50) -> tuple[list[Result], 
 def test_wrong_key_fails_everything_at_once_with_one_reason(monkeypatch):
     monkeypatch.setenv(KEY_ENV, "sk-wrong-key-0000")
     with FaultServer(api_key=KEY) as server:
-        results, elapsed = run_quickly(backend(server.base_url, max_concurrency=4))
+        results, elapsed = run_quickly(slow_backoff(server.base_url, max_concurrency=4))
         sent = len(server.log)
-    assert {r.error for r in results} == {f"401 unauthorized from {server.base_url}: check the key in ${KEY_ENV}"}
+    assert {r.error for r in results} == {
+        f"401 unauthorized from {server.base_url}: check the key in ${KEY_ENV}"
+    }
     assert sent <= 4 and elapsed < 2.0  # only the first wave was sent, none retried
 
 
 def test_unknown_model_fails_with_one_reason():
     with FaultServer(api_key=KEY, model="other-model") as server:
-        results, elapsed = run_quickly(backend(server.base_url, max_concurrency=4))
+        results, elapsed = run_quickly(slow_backoff(server.base_url, max_concurrency=4))
         sent = len(server.log)
     errors = {r.error for r in results}
     assert len(errors) == 1
@@ -173,16 +186,16 @@ def test_unknown_model_fails_with_one_reason():
 
 def test_unreachable_endpoint_fails_with_one_reason():
     url = f"http://127.0.0.1:{dead_port()}/v1"
-    results, elapsed = run_quickly(backend(url))
+    results, elapsed = run_quickly(slow_backoff(url))
     errors = {r.error for r in results}
     assert len(errors) == 1 and next(iter(errors)).startswith(f"cannot connect to {url}")
-    assert elapsed < 2.0
+    assert all(r.retries == 0 for r in results) and elapsed < 2.0
 
 
 def test_all_endpoints_unusable_names_each_reason():
     dead = f"http://127.0.0.1:{dead_port()}/v1"
     with FaultServer(api_key="sk-another-key") as server:
-        results, _ = run_quickly(backend(dead, server.base_url), count=10)
+        results, _ = run_quickly(slow_backoff(dead, server.base_url), count=10)
     (error,) = {r.error for r in results}
     assert error.startswith("every endpoint is unusable: ")
     assert f"cannot connect to {dead}" in error and f"401 unauthorized from {server.base_url}" in error
@@ -190,7 +203,7 @@ def test_all_endpoints_unusable_names_each_reason():
 
 def test_empty_completion_is_an_error_and_not_retried():
     with FaultServer(api_key=KEY, faults=FaultConfig(empty_completion=True)) as server:
-        results, elapsed = run_quickly(backend(server.base_url), count=8)
+        results, elapsed = run_quickly(slow_backoff(server.base_url), count=8)
         assert len(server.log) == 8
     assert {r.error for r in results} == {"empty completion"}
     assert elapsed < 2.0
@@ -199,13 +212,15 @@ def test_empty_completion_is_an_error_and_not_retried():
 def test_n_samples_use_the_api_n_and_completions_api_works():
     with FaultServer(api_key=KEY) as server:
         chat = backend(server.base_url).generate(prompts(3), SamplingParams(n=3, temperature=0.7, seed=1))
-        plain = backend(server.base_url, api="completions").generate(prompts(3), SamplingParams(stop=("\n\n",)))
+        plain = backend(server.base_url, api="completions").generate(
+            prompts(3), SamplingParams(stop=("\n\n",))
+        )
         chat_messages = backend(server.base_url, api="completions").generate(
             [Request("m", [{"role": "user", "content": "hi"}])], SamplingParams()
         )
         assert [e.n for e in server.log] == [3, 3, 3, 1, 1, 1]  # one request per prompt, n sent in it
     for request, result in zip(prompts(3), chat, strict=True):
-        assert result.texts == [rationale_for(as_logged(request.prompt), i) for i in range(3)]
+        assert result.texts == [rationale_for(logged_chat_prompt(request.prompt), i) for i in range(3)]
     for request, result in zip(prompts(3), plain, strict=True):
         assert result.texts == [rationale_for(request.prompt)]
     assert "completions API needs a text prompt" in chat_messages[0].error
@@ -223,8 +238,8 @@ def test_token_bucket_charges_estimates_and_settles_them():
     async def scenario() -> tuple[float, float]:
         bucket = TokenBucket(per_minute=600)  # 10 units/s, capacity 10
         start = time.perf_counter()
-        await bucket.acquire(25)  # larger than the bucket: allowed when full, leaves a debt of 15
-        await bucket.acquire(1)  # waits for the debt: ~1.6 s
+        await bucket.acquire(15)  # larger than the bucket: allowed when full, leaves a debt of 5
+        await bucket.acquire(1)  # waits for the debt and one unit: ~0.6 s
         waited = time.perf_counter() - start
         bucket.adjust(-100)  # a refund never fills past capacity
         start = time.perf_counter()
@@ -232,7 +247,7 @@ def test_token_bucket_charges_estimates_and_settles_them():
         return waited, time.perf_counter() - start
 
     waited, refunded = asyncio.run(scenario())
-    assert 1.4 <= waited <= 2.5
+    assert 0.5 <= waited <= 1.2
     assert refunded < 0.1
 
 
@@ -261,12 +276,20 @@ def test_the_key_appears_nowhere(tmp_path, caplog, monkeypatch):
         teacher = backend(server.base_url)
         with ResponseCache(tmp_path / "cache.sqlite") as cache:
             results = CachedBackend(teacher, cache).generate(prompts(20), SamplingParams())
-            texts += [repr(teacher), repr(teacher.options), repr(CachedBackend(teacher, cache)), repr(results)]
+            texts += [
+                repr(teacher),
+                repr(teacher.options),
+                repr(CachedBackend(teacher, cache)),
+                repr(results),
+            ]
         # A server that echoes the key it got (as OpenAI's 401 does) must not leak it into our errors.
         monkeypatch.setenv(KEY_ENV, KEY + "-revoked")
         failed = backend(server.base_url).generate(prompts(3), SamplingParams())
         texts += [repr(failed)] + [r.error or "" for r in failed]
     assert all(r.ok for r in results) and not any(r.ok for r in failed)
+    assert (
+        "HTTP Request" in caplog.text or "Sending HTTP Request" in caplog.text
+    )  # client debug logs captured
     texts.append(caplog.text)
     for text in texts:
         assert KEY not in text

@@ -175,6 +175,7 @@ class _Batch:
         self._key = key
         self._turn = 0
         self._rng = random.Random()
+        self._caller_failed = False
         self.endpoints: list[_Endpoint] = []
 
     async def run(self, requests: Sequence[Request]) -> list[Result]:
@@ -191,8 +192,16 @@ class _Batch:
         self.slots = asyncio.Semaphore(o.max_concurrency)
         self.rpm = TokenBucket(o.requests_per_minute) if o.requests_per_minute else None
         self.tpm = TokenBucket(o.tokens_per_minute) if o.tokens_per_minute else None
+        tasks = [asyncio.ensure_future(self._request(r)) for r in requests]
         try:
-            return list(await asyncio.gather(*(self._request(r) for r in requests)))
+            return list(await asyncio.gather(*tasks))
+        except BaseException:
+            # `on_result` raised or the run was interrupted: stop the rest before the clients close,
+            # so no request reports a bogus failure after the caller's exception.
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+            raise
         finally:
             for endpoint in self.endpoints:
                 await endpoint.client.close()
@@ -215,7 +224,13 @@ class _Batch:
 
     def _finish(self, result: Result) -> Result:
         if self.on_result is not None:
-            self.on_result(result)
+            if self._caller_failed:  # tasks finishing in the same loop turn must not report on
+                raise asyncio.CancelledError
+            try:
+                self.on_result(result)
+            except BaseException:
+                self._caller_failed = True
+                raise
         return result
 
     async def _request(self, request: Request) -> Result:
