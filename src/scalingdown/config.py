@@ -47,13 +47,16 @@ class DataConfig(_Strict):
     )
     path: str | None = Field(
         None,
-        description="Local copy (a file or a folder of split files); without it the Hugging Face Hub is used.",
+        description="Local copy (a folder of split files); without it the Hugging Face Hub is used.",
     )
     train_limit: int | None = Field(None, ge=1, description="Keep at most this many training problems.")
     test_limit: int | None = Field(None, ge=1, description="Keep at most this many test problems.")
     overlap_ngram: int = Field(8, ge=2, description="Word n-gram size of the train/test overlap check.")
     overlap_threshold: float = Field(
-        0.5, gt=0, le=1, description="Share of a test question's n-grams found in one train question to flag it."
+        0.5,
+        gt=0,
+        le=1,
+        description="Share of a test question's n-grams found in one train question to flag it.",
     )
     synthetic: SyntheticConfig = Field(default_factory=SyntheticConfig)
 
@@ -61,12 +64,16 @@ class DataConfig(_Strict):
 class TinyModelConfig(_Strict):
     """A small model built locally from a config, with a tokenizer trained on the task's text."""
 
-    arch: Literal["llama", "gpt2", "t5"] = Field("llama", description="Architecture family of the tiny model.")
+    arch: Literal["llama", "gpt2", "t5"] = Field(
+        "llama", description="Architecture family of the tiny model."
+    )
     hidden_size: int = Field(64, ge=8, description="Width of the tiny model.")
     num_layers: int = Field(2, ge=1, description="Number of transformer layers.")
     num_heads: int = Field(4, ge=1, description="Attention heads per layer.")
     vocab_size: int = Field(
-        512, ge=260, description="Size of the locally trained byte-level BPE vocabulary (256 bytes + 4 specials at least)."
+        512,
+        ge=260,
+        description="Size of the locally trained byte-level BPE vocabulary (at least 260: bytes + specials).",
     )
     max_positions: int = Field(512, ge=32, description="Longest sequence the model accepts.")
     pretrain_steps: int = Field(
@@ -79,7 +86,9 @@ class ModelConfig(_Strict):
 
     name: str = Field(description="Short name; results go to eval/<name>/.")
     path: str | None = Field(None, description="Hugging Face model id or local directory.")
-    tiny: TinyModelConfig | None = Field(None, description="Build a tiny model locally instead of loading one.")
+    tiny: TinyModelConfig | None = Field(
+        None, description="Build a tiny model locally instead of loading one."
+    )
     prompt: Literal["zero-shot", "few-shot", "student"] | None = Field(
         None, description="Prompt format for this model; defaults to eval.prompt."
     )
@@ -103,7 +112,8 @@ class EvalConfig(_Strict):
     batch_size: int = Field(32, ge=1, description="Prompts generated together in one batch.")
     max_new_tokens: int = Field(256, ge=1, description="Most tokens generated per answer.")
     stop: list[str] = Field(
-        default_factory=lambda: ["Question:", "\n\n\n"], description="Generation stops at any of these strings."
+        default_factory=lambda: ["Question:", "\n\n\n"],
+        description="Generation stops at any of these strings.",
     )
     temperature: float = Field(0.0, ge=0, description="Sampling temperature; 0 means greedy decoding.")
     self_consistency: int = Field(
@@ -122,12 +132,81 @@ class EvalConfig(_Strict):
         return self
 
 
+class TeacherSampling(_Strict):
+    """How a teacher samples its rationales (part of the cache key)."""
+
+    temperature: float = Field(0.7, ge=0, description="Sampling temperature; 0 is greedy (then n must be 1).")
+    top_p: float = Field(1.0, gt=0, le=1, description="Nucleus sampling mass.")
+    max_tokens: int = Field(256, ge=1, description="Most tokens in one rationale.")
+    n: int = Field(1, ge=1, description="Rationales sampled per question (deduplicated afterwards).")
+    stop: list[str] = Field(
+        default_factory=lambda: ["\nQuestion:", "\n\n\n"], description="Generation stops at any of these."
+    )
+
+    @model_validator(mode="after")
+    def _greedy_single(self) -> TeacherSampling:
+        if self.n > 1 and self.temperature == 0:
+            raise ValueError("n > 1 needs temperature > 0 (greedy samples are all equal)")
+        return self
+
+
 class TeacherConfig(_Strict):
     """A teacher model that writes rationales (the teach stage)."""
 
     name: str = Field(description="Short name; rationales go to teachers/<name>/.")
-    backend: Literal["openai", "vllm", "hf", "replay"] = Field(description="How the teacher is reached.")
-    model: str = Field(description="Model id, local path, or replay file, depending on the backend.")
+    backend: Literal["openai", "vllm", "hf", "replay"] = Field(
+        description="How the teacher is reached: 'openai' (any OpenAI-compatible endpoint), 'vllm' (offline "
+        "vllm.LLM), 'hf' (local transformers model) or 'replay' (rationales read from a file)."
+    )
+    model: str = Field(description="Model id (openai, vllm), model id or path (hf), or the file to replay.")
+    options: dict[str, Any] = Field(
+        default_factory=dict,
+        description="Backend options, e.g. openai: base_urls, api_key_env, max_concurrency; vllm: "
+        "tensor_parallel_size; hf: batch_size, device.",
+    )
+    mode: Literal["teacher-forcing", "free"] = Field(
+        "teacher-forcing",
+        description="'teacher-forcing' gives the gold answer and asks for the reasoning that leads to it "
+        "(TinyLLM); 'free' asks without the answer.",
+    )
+    template: str | None = Field(
+        None,
+        description="Own prompt template with {examples}, {question}, {options} and (teacher-forcing) {answer}; "
+        "default: the built-in TinyLLM template.",
+    )
+    num_examples: int = Field(2, ge=0, description="Worked in-context examples from the train split per prompt.")
+    example_selection: Literal["random", "tfidf"] = Field(
+        "random", description="How examples are drawn: seeded 'random', or the most similar by 'tfidf'."
+    )
+    chat: bool | None = Field(
+        None,
+        description="Send chat messages (chat template) instead of plain text; default: the backend decides "
+        "(openai: its 'api' option; hf: whether the tokenizer has a chat template).",
+    )
+    sampling: TeacherSampling = Field(default_factory=TeacherSampling)
+    price_input_per_1k: float = Field(0.0, ge=0, description="Price per 1,000 prompt tokens (for cost figures).")
+    price_output_per_1k: float = Field(0.0, ge=0, description="Price per 1,000 completion tokens.")
+
+
+class TeachConfig(_Strict):
+    """How rationales are checked, kept and paid for."""
+
+    policy: Literal["keep", "drop", "flag"] = Field(
+        "drop",
+        description="A rationale whose answer is wrong or whose arithmetic fails: 'drop' it, 'flag' it (kept, "
+        "marked unverified), or 'keep' it as is.",
+    )
+    check_arithmetic: bool = Field(True, description="Check the equations a rationale states (a op b = c).")
+    limit: int | None = Field(None, ge=1, description="Ask teachers about only the first N train problems.")
+    free_eval_problems: int = Field(
+        50, ge=0, description="Test problems on which each teacher answers freely, to measure its own accuracy."
+    )
+    routing: bool = Field(
+        False,
+        description="Cost-aware routing: ask teachers cheapest first and skip a question once it has "
+        "'target_verified' verified rationales.",
+    )
+    target_verified: int = Field(1, ge=1, description="Verified rationales per question that routing aims for.")
 
 
 class StudyConfig(_Strict):
@@ -140,6 +219,7 @@ class StudyConfig(_Strict):
     eval: EvalConfig = Field(default_factory=EvalConfig)
     models: list[ModelConfig] = Field(default_factory=list, description="Models to evaluate.")
     teachers: list[TeacherConfig] = Field(default_factory=list, description="Teacher models.")
+    teach: TeachConfig = Field(default_factory=TeachConfig)
 
     @model_validator(mode="after")
     def _unique_names(self) -> StudyConfig:

@@ -53,6 +53,9 @@ class Request:
 
     key: str
     prompt: Prompt
+    # What a backend may need beyond the prompt (e.g. the replay backend finds a rationale by its
+    # problem's question). Not part of the cache key: it must not change what the prompt asks.
+    meta: dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass
