@@ -20,7 +20,11 @@ def run_cli(*args: str, cwd: Path | None = None, timeout: int = 300) -> subproce
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "TQDM_DISABLE": "1"}
     return subprocess.run(
         [sys.executable, "-m", "scalingdown.cli", *args],
-        capture_output=True, text=True, cwd=cwd or REPO, env=env, timeout=timeout,
+        capture_output=True,
+        text=True,
+        cwd=cwd or REPO,
+        env=env,
+        timeout=timeout,
     )
 
 
@@ -40,7 +44,10 @@ def test_validate_ok_and_bad(tmp_path):
     ok = run_cli("validate", str(REPO / "configs" / "demo.yaml"))
     assert ok.returncode == 0 and "dataset: synthetic" in ok.stdout
     bad = tmp_path / "bad.yaml"
-    bad.write_text("teachers:\n  - {name: a, backend: openai, model: m}\n  - {name: b, backend: carrier-pigeon, model: m}\n")
+    bad.write_text(
+        "teachers:\n  - {name: a, backend: openai, model: m}\n"
+        "  - {name: b, backend: carrier-pigeon, model: m}\n"
+    )
     result = run_cli("validate", str(bad))
     assert result.returncode == 2
     lines = result.stderr.strip().splitlines()
@@ -60,7 +67,8 @@ def test_data_then_eval_then_predictions_on_the_synthetic_task(tmp_path):
         f"run_dir: {tmp_path / 'run'}\n"
         "data: {dataset: synthetic, synthetic: {n_train: 200, n_test: 16}}\n"
         "eval: {max_new_tokens: 8, batch_size: 8}\n"
-        "models:\n  - name: tiny\n    tiny: {arch: gpt2, hidden_size: 32, num_layers: 2, num_heads: 2, vocab_size: 300}\n"
+        "models:\n  - name: tiny\n"
+        "    tiny: {arch: gpt2, hidden_size: 32, num_layers: 2, num_heads: 2, vocab_size: 300}\n"
     )
     data = run_cli("data", str(config))
     assert data.returncode == 0, data.stderr
@@ -74,7 +82,9 @@ def test_data_then_eval_then_predictions_on_the_synthetic_task(tmp_path):
     # Outputs produced elsewhere, scored against the same run's test problems.
     tests = read_jsonl(tmp_path / "run" / "data" / "test.jsonl")
     preds = tmp_path / "preds.jsonl"
-    preds.write_text("".join(json.dumps({"id": t["id"], "text": f"#### {t['answer']}"}) + "\n" for t in tests))
+    preds.write_text(
+        "".join(json.dumps({"id": t["id"], "text": f"#### {t['answer']}"}) + "\n" for t in tests)
+    )
     scored = run_cli("eval", str(config), "--predictions", str(preds))
     assert scored.returncode == 0, scored.stderr
     outside = json.loads((tmp_path / "run" / "eval" / "preds" / "metrics.json").read_text())

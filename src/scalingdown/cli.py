@@ -14,12 +14,13 @@ from typing import Any
 
 import typer
 
-from scalingdown.config import DataConfig, EvalConfig, ModelConfig, StudyConfig, field_help
+from scalingdown.config import DataConfig, EvalConfig, ModelConfig, StudyConfig, TeachConfig, field_help
 from scalingdown.errors import UserError
 
 app = typer.Typer(
     name="scalingdown",
-    help="How small can a student model be and still beat a larger one? Multi-teacher distillation, measured.",
+    help="How small can a student model be and still beat a larger one? Multi-teacher distillation,"
+    " measured.",
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
@@ -119,6 +120,62 @@ def _print_data_report(report: dict, run_dir: Path) -> None:
     typer.echo(
         f"overlap: {overlap['flagged']} test questions share >= {overlap['threshold']:.0%} of their "
         f"{overlap['ngram']}-grams with a train question ({overlap['exact']} exact duplicates)"
+    )
+
+
+@app.command()
+@user_errors
+def teach(
+    config: Path = typer.Argument(..., help="Study config (YAML) with a 'teachers' list."),
+    run_dir: str | None = RUN_DIR,
+    limit: int | None = typer.Option(None, help=field_help(TeachConfig, "limit")),
+    policy: str | None = typer.Option(None, help=field_help(TeachConfig, "policy")),
+    routing: bool | None = typer.Option(None, "--routing/--no-routing", help=field_help(TeachConfig, "routing")),
+) -> None:
+    """Every teacher writes rationales for the train problems -> teachers/<name>/ (verified, cached, costed)."""
+    from scalingdown.study import ensure_teach
+
+    study = load_study(
+        config, {"run_dir": run_dir, "teach.limit": limit, "teach.policy": policy, "teach.routing": routing}
+    )
+    ensure_teach(study)
+
+
+@app.command()
+@user_errors
+def serve(
+    model_path: str = typer.Argument(..., help="Local model directory (or Hugging Face id) to serve."),
+    host: str = typer.Option("127.0.0.1", help="Address to listen on; loopback unless you say otherwise."),
+    port: int = typer.Option(8000, help="Port to listen on (0: any free port)."),
+    model_name: str | None = typer.Option(None, help="Model name clients ask for. Default: the path's last part."),
+    api_key_env: str | None = typer.Option(
+        None, help="Name of an environment variable holding the key clients must send (none: no key)."
+    ),
+    device: str = typer.Option("auto", help=field_help(EvalConfig, "device")),
+    dtype: str = typer.Option("auto", help=field_help(EvalConfig, "dtype")),
+    max_batch_size: int = typer.Option(32, help="Most requests generated together in one batch."),
+    batch_wait_ms: float = typer.Option(5.0, help="How long a batch waits for more requests to join it."),
+) -> None:
+    """Serve a local model over an OpenAI-compatible API (chat and completions) with request batching."""
+    import os
+
+    from scalingdown.serve.server import serve as serve_model
+
+    api_key = None
+    if api_key_env is not None:
+        api_key = os.environ.get(api_key_env)
+        if not api_key:
+            raise UserError(f"--api-key-env: the environment variable {api_key_env} is not set")
+    serve_model(
+        model_path,
+        host=host,
+        port=port,
+        device=device,
+        dtype=dtype,
+        max_batch_size=max_batch_size,
+        batch_wait_ms=batch_wait_ms,
+        model_name=model_name,
+        api_key=api_key,
     )
 
 

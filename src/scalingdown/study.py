@@ -46,15 +46,58 @@ def ensure_data(study: StudyConfig) -> dict:
     if report_path.exists():
         report = read_json(report_path)
         if report.get("config_digest") == key:
-            console.print(f"[dim]data: done ({report['counts']['train']} train, {report['counts']['test']} test)")
+            console.print(
+                f"[dim]data: done ({report['counts']['train']} train, {report['counts']['test']} test)"
+            )
             return report
     started = time.perf_counter()
     report = run_data_stage(study, run_dir)
     report["config_digest"] = key
     write_json(report_path, report)
     update_manifest(run_dir, study, "data", seconds=time.perf_counter() - started, counts=report["counts"])
-    console.print(f"data: {report['counts']['train']} train, {report['counts']['test']} test -> {run_dir / 'data'}")
+    console.print(
+        f"data: {report['counts']['train']} train, {report['counts']['test']} test -> {run_dir / 'data'}"
+    )
     return report
+
+
+def ensure_teach(study: StudyConfig) -> dict[str, dict]:
+    """The teach stage; cheap to repeat, since every stored answer comes from the cache."""
+    from scalingdown.teach.stage import run_teach_stage
+
+    started = time.perf_counter()
+    summaries = run_teach_stage(study)
+    cost = sum(s.get("usage", {}).get("cost_this_run", 0.0) for s in summaries.values())
+    update_manifest(Path(study.run_dir), study, "teach", seconds=time.perf_counter() - started, cost=cost)
+    _print_teachers(summaries)
+    return summaries
+
+
+def _print_teachers(summaries: dict[str, dict]) -> None:
+    table = Table(title="teachers")
+    for column in ("teacher", "questions", "rationales", "kept", "verified", "arith. err", "free acc.", "cost"):
+        table.add_column(column, justify="left" if column == "teacher" else "right")
+    for name, s in summaries.items():
+        if "error" in s:
+            table.add_row(name, "-", "-", "-", "-", "-", "-", "-")
+            console.print(f"[red]teacher {name} failed:[/red] {escape(s['error'])}")
+            continue
+        free = s.get("free_accuracy")
+        table.add_row(
+            name,
+            str(s["questions"]),
+            str(s["rationales"]),
+            f"{100 * s['kept_share']:.0f}%",
+            f"{100 * s['verified_share']:.0f}%",
+            str(s["arithmetic_error_rationales"]),
+            f"{100 * free['accuracy']:.0f}% (n={free['n']})" if free else "-",
+            f"{s['usage']['cost']:.4f}",
+        )
+        failures = s["usage"]["rationales"]["failure_reasons"]
+        if failures:
+            reason, count = next(iter(failures.items()))
+            console.print(f"[yellow]teacher {name}: {count} requests failed: {escape(reason)}")
+    console.print(table)
 
 
 def model_path(spec: ModelConfig, study: StudyConfig) -> str:
@@ -129,7 +172,11 @@ def _print_metrics(name: str, metrics: dict) -> None:
     speed = metrics.get("tokens_per_second")
     console.print(
         f"eval {name}: accuracy {flexible} | strict {100 * strict.accuracy:.1f}%"
-        + (f" | {speed:.0f} tokens/s, {1000 * metrics['seconds_per_problem']:.0f} ms/problem" if speed else "")
+        + (
+            f" | {speed:.0f} tokens/s, {1000 * metrics['seconds_per_problem']:.0f} ms/problem"
+            if speed
+            else ""
+        )
     )
 
 
@@ -161,16 +208,20 @@ def score_external(study: StudyConfig, predictions: Path, *, name: str) -> dict:
     metrics = score_predictions(test, predictions, name=name, out_dir=run_dir / "eval" / name)
     _print_metrics(name, metrics)
     if metrics["missing_problems"]:
-        console.print(f"[yellow]{metrics['missing_problems']} test problems have no prediction in {predictions}")
+        console.print(
+            f"[yellow]{metrics['missing_problems']} test problems have no prediction in {predictions}"
+        )
     return metrics
 
 
 def run_study(study: StudyConfig) -> None:
-    """data -> eval (every model); each step skips what is already done."""
+    """data -> teach -> eval (every model); each step skips what is already done."""
     run_dir = Path(study.run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
     console.rule(f"study {study.name} -> {run_dir}")
     ensure_data(study)
+    if study.teachers:
+        ensure_teach(study)
     if not study.models:
         console.print("[yellow]no models configured: nothing to evaluate")
         return

@@ -24,8 +24,15 @@ def _build(tmp_path_factory, arch: str, synthetic_problems, steps: int = 0) -> P
     train, _ = synthetic_problems
     texts = [worked_example(p) for p in train]
     out = tmp_path_factory.mktemp(f"tiny-{arch}") / "model"
-    config = TinyModelConfig(arch=arch, hidden_size=32, num_layers=2, num_heads=2, vocab_size=384,
-                             max_positions=256, pretrain_steps=steps)
+    config = TinyModelConfig(
+        arch=arch,
+        hidden_size=32,
+        num_layers=2,
+        num_heads=2,
+        vocab_size=384,
+        max_positions=256,
+        pretrain_steps=steps,
+    )
     return build_tiny(config, texts, out, seed=0, progress=False)
 
 

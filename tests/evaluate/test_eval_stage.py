@@ -42,8 +42,9 @@ def test_interrupted_evaluation_resumes_without_regenerating(tiny_llama, synthet
     _, test = synthetic_problems
     out = tmp_path / "eval"
     settings = _settings()
-    full = stage.evaluate_model(test, name="m", model_path=str(tiny_llama), settings=settings, out_dir=out,
-                                progress=False)
+    full = stage.evaluate_model(
+        test, name="m", model_path=str(tiny_llama), settings=settings, out_dir=out, progress=False
+    )
     finished = read_jsonl(out / "predictions.jsonl")
     # Simulate a crash after 10 problems: a partial file with their rows and a half-written line.
     prompts = stage.build_prompts(test, "zero-shot")
@@ -52,8 +53,9 @@ def test_interrupted_evaluation_resumes_without_regenerating(tiny_llama, synthet
     kept = [{**row, "output": "resumed #### 1", "fingerprint": fingerprint} for row in finished[:10]]
     partial.write_text("".join(json.dumps(r) + "\n" for r in kept) + '{"id": "cut-off')
     (out / "metrics.json").unlink()
-    again = stage.evaluate_model(test, name="m", model_path=str(tiny_llama), settings=settings, out_dir=out,
-                                 progress=False)
+    again = stage.evaluate_model(
+        test, name="m", model_path=str(tiny_llama), settings=settings, out_dir=out, progress=False
+    )
     rows = read_jsonl(out / "predictions.jsonl")
     assert again["resumed_problems"] == 10
     assert [r["output"] for r in rows[:10]] == ["resumed #### 1"] * 10  # reused, not regenerated
@@ -71,8 +73,9 @@ def test_a_changed_setting_discards_the_partial_file(tiny_llama, synthetic_probl
     (out / "predictions.partial.jsonl").write_text(
         json.dumps({"id": test[0].id, "output": "stale", "fingerprint": "other"}) + "\n"
     )
-    metrics = stage.evaluate_model(test[:3], name="m", model_path=str(tiny_llama), settings=_settings(),
-                                   out_dir=out, progress=False)
+    metrics = stage.evaluate_model(
+        test[:3], name="m", model_path=str(tiny_llama), settings=_settings(), out_dir=out, progress=False
+    )
     assert metrics["resumed_problems"] == 0
 
 
@@ -112,7 +115,9 @@ def test_bad_prediction_files_name_file_and_line(synthetic_problems, tmp_path, c
 def test_duplicate_prediction_ids_are_rejected(synthetic_problems, tmp_path):
     _, test = synthetic_problems
     preds = tmp_path / "dup.jsonl"
-    preds.write_text(json.dumps({"id": test[0].id, "text": "1"}) + "\n" + json.dumps({"id": test[0].id, "text": "2"}))
+    preds.write_text(
+        json.dumps({"id": test[0].id, "text": "1"}) + "\n" + json.dumps({"id": test[0].id, "text": "2"})
+    )
     with pytest.raises(UserError, match=r"dup.jsonl:2: .* appears twice"):
         stage.score_predictions(test, preds, name="d", out_dir=tmp_path / "e")
 
@@ -132,7 +137,9 @@ def test_self_consistency_votes(synthetic_problems):
     _, test = synthetic_problems
     p = test[0]
     wrong = str(int(p.answer) + 1)
-    voted = stage.score_outputs(p, [f"The answer is {p.answer}.", f"The answer is {wrong}.", f"#### {p.answer}"])
+    voted = stage.score_outputs(
+        p, [f"The answer is {p.answer}.", f"The answer is {wrong}.", f"#### {p.answer}"]
+    )
     assert voted["answer"] == p.answer and voted["correct"] and voted["strict_correct"]
     lost = stage.score_outputs(p, [f"The answer is {wrong}.", f"The answer is {wrong}.", p.answer])
     assert not lost["correct"]
@@ -142,6 +149,12 @@ def test_model_path_that_is_not_a_model(synthetic_problems, tmp_path):
     _, test = synthetic_problems
     (tmp_path / "notamodel").mkdir()
     with pytest.raises(UserError, match="notamodel"):
-        stage.evaluate_model(test, name="x", model_path=str(tmp_path / "notamodel"), settings=_settings(),
-                             out_dir=tmp_path / "out", progress=False)
+        stage.evaluate_model(
+            test,
+            name="x",
+            model_path=str(tmp_path / "notamodel"),
+            settings=_settings(),
+            out_dir=tmp_path / "out",
+            progress=False,
+        )
     assert Path(tmp_path / "notamodel").exists()

@@ -16,7 +16,9 @@ def _one_at_a_time(loaded, prompts, max_new_tokens):
         ids = loaded.tokenizer(prompt, return_tensors="pt")
         with torch.inference_mode():
             out = loaded.model.generate(
-                **ids, max_new_tokens=max_new_tokens, do_sample=False,
+                **ids,
+                max_new_tokens=max_new_tokens,
+                do_sample=False,
                 pad_token_id=loaded.tokenizer.pad_token_id,
             )
         start = 1 if loaded.is_seq2seq else ids["input_ids"].shape[1]
@@ -40,7 +42,9 @@ def test_seq2seq_batched_equals_one_at_a_time(tiny_t5, synthetic_problems):
     loaded = load_model(str(tiny_t5), device="cpu")
     assert loaded.is_seq2seq
     prompts = [zero_shot(p) for p in test[:6]]
-    batched = generate_texts(loaded, prompts, DecodingSettings(max_new_tokens=12, batch_size=4), progress=False)
+    batched = generate_texts(
+        loaded, prompts, DecodingSettings(max_new_tokens=12, batch_size=4), progress=False
+    )
     assert [g.texts[0] for g in batched] == _one_at_a_time(loaded, prompts, 12)
 
 
@@ -53,7 +57,7 @@ def test_stop_strings_cut_the_text_and_end_the_row(tiny_llama, synthetic_problem
     first_chars = {g.texts[0].strip()[:1] for g in free if g.texts[0].strip()}
     stop = tuple(sorted(first_chars))[:1]
     stopped = generate_texts(loaded, prompts, DecodingSettings(max_new_tokens=30, stop=stop), progress=False)
-    for g_free, g_stop in zip(free, stopped):
+    for g_free, g_stop in zip(free, stopped, strict=False):
         assert stop[0] not in g_stop.texts[0]
         assert g_free.texts[0].startswith(g_stop.texts[0])
         if stop[0] in g_free.texts[0]:
@@ -66,8 +70,12 @@ def test_skip_and_on_batch_support_resuming(tiny_llama, synthetic_problems):
     prompts = [zero_shot(p) for p in test[:7]]
     seen: list[int] = []
     results = generate_texts(
-        loaded, prompts, DecodingSettings(max_new_tokens=5, batch_size=2), skip={0, 3},
-        on_batch=lambda idx, gens: seen.extend(idx), progress=False,
+        loaded,
+        prompts,
+        DecodingSettings(max_new_tokens=5, batch_size=2),
+        skip={0, 3},
+        on_batch=lambda idx, gens: seen.extend(idx),
+        progress=False,
     )
     assert results[0] is None and results[3] is None
     assert sorted(seen) == [1, 2, 4, 5, 6]

@@ -176,7 +176,7 @@ def generate_texts(
             if settings.temperature > 0:
                 torch.manual_seed(settings.seed + start)
             batch = _generate_batch(loaded, [prompts[i] for i in indices], settings, max_prompt_tokens)
-            for i, generation in zip(indices, batch):
+            for i, generation in zip(indices, batch, strict=False):
                 generation.truncated = max_prompt_tokens is not None and token_lengths[i] > max_prompt_tokens
                 results[i] = generation
             if on_batch is not None:

@@ -41,9 +41,8 @@ class Accuracy:
         return asdict(self)
 
     def __str__(self) -> str:
-        return (
-            f"{100 * self.accuracy:.1f}% (n={self.n}, 95% CI {100 * self.ci_low:.1f}-{100 * self.ci_high:.1f})"
-        )
+        low, high = 100 * self.ci_low, 100 * self.ci_high
+        return f"{100 * self.accuracy:.1f}% (n={self.n}, 95% CI {low:.1f}-{high:.1f})"
 
 
 def accuracy(flags: Sequence[bool]) -> Accuracy:

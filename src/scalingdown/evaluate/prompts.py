@@ -43,11 +43,15 @@ def worked_example(problem: Problem) -> str:
     return f"{zero_shot(problem)} {worked_solution(problem)}"
 
 
-def pick_exemplars(pool: Sequence[Problem], k: int, *, seed: int, exclude_id: str | None = None) -> list[Problem]:
+def pick_exemplars(
+    pool: Sequence[Problem], k: int, *, seed: int, exclude_id: str | None = None
+) -> list[Problem]:
     """k worked examples from `pool` (seeded), never the problem itself; only ones with a rationale."""
     candidates = [p for p in pool if p.rationale and p.id != exclude_id]
     if k > len(candidates):
-        raise UserError(f"few-shot prompting needs {k} training problems with rationales, found {len(candidates)}")
+        raise UserError(
+            f"few-shot prompting needs {k} training problems with rationales, found {len(candidates)}"
+        )
     return random.Random(seed).sample(candidates, k)
 
 

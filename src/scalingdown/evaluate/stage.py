@@ -174,7 +174,7 @@ def evaluate_model(
     with partial.open("a", encoding="utf-8") as sink:
 
         def persist(indices, generations) -> None:
-            for i, gen in zip(indices, generations):
+            for i, gen in zip(indices, generations, strict=False):
                 problem = problems[i]
                 row = {
                     "id": problem.id,
@@ -193,7 +193,13 @@ def evaluate_model(
             sink.flush()
 
         generate_texts(
-            loaded, prompts, decoding, on_batch=persist, skip=skip, progress=progress, description=f"eval {name}"
+            loaded,
+            prompts,
+            decoding,
+            on_batch=persist,
+            skip=skip,
+            progress=progress,
+            description=f"eval {name}",
         )
 
     rows = [{k: v for k, v in done[p.id].items() if k != "fingerprint"} for p in problems]
@@ -237,7 +243,15 @@ def score_predictions(problems: Sequence[Problem], predictions: Path, *, name: s
             raise UserError(f"id {pid!r} appears twice", path=predictions, line=number)
         seen.add(pid)
         problem = by_id[pid]
-        rows.append({"id": pid, "prompt": None, "output": text, **score_outputs(problem, [text]), "gold": problem.answer})
+        rows.append(
+            {
+                "id": pid,
+                "prompt": None,
+                "output": text,
+                **score_outputs(problem, [text]),
+                "gold": problem.answer,
+            }
+        )
     if not rows:
         raise UserError("no predictions in file", path=predictions)
     metrics = {
