@@ -36,6 +36,15 @@ def mean(values: list[float]) -> float:
     return sum(values) / len(values)
 
 
+@pytest.fixture(autouse=True, scope="module")
+def one_torch_thread():
+    """Tiny models train fastest on one thread; two threads on a busy 2-core machine thrash."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 @pytest.mark.parametrize("arch", ["llama", "t5"])
 def test_loss_falls_on_a_synthetic_corpus(arch, corpus, tokenizer):
     model = build_model(arch, tokenizer, hidden_size=64, seed=0)
@@ -45,15 +54,11 @@ def test_loss_falls_on_a_synthetic_corpus(arch, corpus, tokenizer):
     assert mean(losses[-20:]) < 0.5 * mean(losses[:5])
     assert not model.training
 
-
-def test_trained_llama_answers_an_addition(corpus, tokenizer):
-    model = build_model("llama", tokenizer, hidden_size=64, seed=0)
-    pretrain_causal_lm(model, tokenizer, corpus, steps=150, seed=0, progress=False)
+    # The format is learned: the answer the model writes starts with a digit.
     prompt = tokenizer("Question: 3 + 4 = ?\nAnswer:", return_tensors="pt")
     out = model.generate(**prompt, max_new_tokens=3, do_sample=False)
-    completion = tokenizer.decode(out[0, prompt["input_ids"].shape[1] :], skip_special_tokens=True)
-    # The format is learned even if the sum is not always right after 150 steps.
-    assert completion.strip()[:1].isdigit()
+    new_tokens = out[0] if arch == "t5" else out[0, prompt["input_ids"].shape[1] :]
+    assert tokenizer.decode(new_tokens, skip_special_tokens=True).strip()[:1].isdigit()
 
 
 def test_same_seed_same_losses_other_seed_differs(corpus, tokenizer):
@@ -88,7 +93,9 @@ def test_texts_longer_than_max_length_are_truncated(corpus, tokenizer):
     long_texts = [" ".join(corpus[:40])] * 4
     model = build_model("gpt2", tokenizer, hidden_size=32, max_positions=64, seed=0)
     # Without truncation to 64 tokens GPT-2's position table would overflow.
-    losses = pretrain_causal_lm(model, tokenizer, long_texts, steps=2, batch_size=2, max_length=64, progress=False)
+    losses = pretrain_causal_lm(
+        model, tokenizer, long_texts, steps=2, batch_size=2, max_length=64, progress=False
+    )
     assert len(losses) == 2
 
 
@@ -107,8 +114,8 @@ def test_warmup_then_cosine_to_floor():
     factors = [warmup_cosine(step, total=100, warmup=10, floor=0.1) for step in range(100)]
     assert factors[0] == pytest.approx(0.1)
     assert factors[9] == pytest.approx(1.0)
-    assert all(a <= b for a, b in zip(factors[:10], factors[1:10]))
-    assert all(a >= b for a, b in zip(factors[10:], factors[11:]))
+    assert all(factors[i] <= factors[i + 1] for i in range(9))
+    assert all(factors[i] >= factors[i + 1] for i in range(9, 99))
     assert factors[-1] == pytest.approx(0.1, abs=1e-3)
 
 

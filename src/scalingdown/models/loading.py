@@ -22,8 +22,12 @@ from transformers import (
     PreTrainedModel,
     PreTrainedTokenizerBase,
 )
+from transformers.utils import logging as hf_logging
 
 from scalingdown.errors import UserError
+
+# Our own progress bars say what is happening; transformers' per-file bars would only add noise.
+hf_logging.disable_progress_bar()
 
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 # "org/name" as the Hub spells repository ids; a leading "." or "/" means a path, never an id.
@@ -58,7 +62,9 @@ def resolve_device(device: str = "auto") -> torch.device:
     try:
         resolved = torch.device(device)
     except (RuntimeError, ValueError):
-        raise UserError(f"device: {device!r} is not a device; use 'auto', 'cpu', 'cuda' or 'cuda:N'") from None
+        raise UserError(
+            f"device: {device!r} is not a device; use 'auto', 'cpu', 'cuda' or 'cuda:N'"
+        ) from None
     if resolved.type == "cuda" and not torch.cuda.is_available():
         raise UserError(f"device: {device!r} asked for, but no CUDA GPU is available")
     return resolved
@@ -77,6 +83,8 @@ def resolve_dtype(dtype: str, device: torch.device) -> torch.dtype:
 
 def _locate(name_or_path: str) -> tuple[str, bool]:
     """Check the name before anything loads; returns (name, is_hub_id)."""
+    if not name_or_path.strip():
+        raise UserError("model path: empty; give a local model directory or a Hub id like org/name")
     path = Path(name_or_path).expanduser()
     if path.exists():
         if not path.is_dir():
@@ -125,7 +133,10 @@ def load_model(name_or_path: str, *, device: str = "auto", dtype: str = "auto") 
     is_seq2seq = bool(getattr(config, "is_encoder_decoder", False))
     auto_class = AutoModelForSeq2SeqLM if is_seq2seq else AutoModelForCausalLM
     try:
-        model = auto_class.from_pretrained(name, config=config, dtype=target_dtype, **options)
+        # device_map puts the weights straight onto the device instead of staging them in CPU memory.
+        model = auto_class.from_pretrained(
+            name, config=config, dtype=target_dtype, device_map=target_device, **options
+        )
         tokenizer = AutoTokenizer.from_pretrained(name, **options)
     except ValueError as exc:  # e.g. a vision model: no causal or seq2seq LM class for its config
         first = str(exc).strip().splitlines()[0]
@@ -145,7 +156,6 @@ def load_model(name_or_path: str, *, device: str = "auto", dtype: str = "auto") 
     if model.generation_config.pad_token_id is None:
         model.generation_config.pad_token_id = tokenizer.pad_token_id
 
-    model.to(target_device)
     model.eval()
     return LoadedModel(
         model=model,

@@ -33,9 +33,13 @@ from transformers import (
     T5Config,
     T5ForConditionalGeneration,
 )
+from transformers.utils import logging as hf_logging
 
 from scalingdown.config import TinyModelConfig
 from scalingdown.errors import UserError
+
+# Our own progress bars say what is happening; transformers' per-file bars would only add noise.
+hf_logging.disable_progress_bar()
 
 SPECIAL_TOKENS = {"pad_token": "<pad>", "bos_token": "<s>", "eos_token": "</s>", "unk_token": "<unk>"}
 ARCHS = ("llama", "gpt2", "t5")
@@ -181,8 +185,10 @@ def _fingerprint(
 def is_complete_build(out_dir: Path, fingerprint: dict | None = None) -> bool:
     """True when `out_dir` holds a finished tiny build (and, if given, one with this fingerprint)."""
     record_path = out_dir / BUILD_RECORD
-    needed = ("config.json", "model.safetensors", "tokenizer.json", "tokenizer_config.json")
+    needed = ("config.json", "tokenizer.json", "tokenizer_config.json")
     if not record_path.is_file() or not all((out_dir / name).is_file() for name in needed):
+        return False
+    if not any((out_dir / name).is_file() for name in ("model.safetensors", "model.safetensors.index.json")):
         return False
     try:
         record = json.loads(record_path.read_text(encoding="utf-8"))
@@ -255,7 +261,9 @@ def build_tiny(
     return out_dir
 
 
-def _save_atomically(model: PreTrainedModel, tokenizer: PreTrainedTokenizerFast, record: dict, out_dir: Path) -> None:
+def _save_atomically(
+    model: PreTrainedModel, tokenizer: PreTrainedTokenizerFast, record: dict, out_dir: Path
+) -> None:
     """Save into a temporary sibling directory, then swap it in with renames."""
     out_dir.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", suffix=".tmp", dir=out_dir.parent))
