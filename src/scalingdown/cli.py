@@ -130,9 +130,11 @@ def teach(
     run_dir: str | None = RUN_DIR,
     limit: int | None = typer.Option(None, help=field_help(TeachConfig, "limit")),
     policy: str | None = typer.Option(None, help=field_help(TeachConfig, "policy")),
-    routing: bool | None = typer.Option(None, "--routing/--no-routing", help=field_help(TeachConfig, "routing")),
+    routing: bool | None = typer.Option(
+        None, "--routing/--no-routing", help=field_help(TeachConfig, "routing")
+    ),
 ) -> None:
-    """Every teacher writes rationales for the train problems -> teachers/<name>/ (verified, cached, costed)."""
+    """Every teacher writes rationales for the train problems -> teachers/<name>/ (verified, cached)."""
     from scalingdown.study import ensure_teach
 
     study = load_study(
@@ -147,7 +149,9 @@ def serve(
     model_path: str = typer.Argument(..., help="Local model directory (or Hugging Face id) to serve."),
     host: str = typer.Option("127.0.0.1", help="Address to listen on; loopback unless you say otherwise."),
     port: int = typer.Option(8000, help="Port to listen on (0: any free port)."),
-    model_name: str | None = typer.Option(None, help="Model name clients ask for. Default: the path's last part."),
+    model_name: str | None = typer.Option(
+        None, help="Model name clients ask for. Default: the path's last part."
+    ),
     api_key_env: str | None = typer.Option(
         None, help="Name of an environment variable holding the key clients must send (none: no key)."
     ),

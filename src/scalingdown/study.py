@@ -75,7 +75,16 @@ def ensure_teach(study: StudyConfig) -> dict[str, dict]:
 
 def _print_teachers(summaries: dict[str, dict]) -> None:
     table = Table(title="teachers")
-    for column in ("teacher", "questions", "rationales", "kept", "verified", "arith. err", "free acc.", "cost"):
+    for column in (
+        "teacher",
+        "questions",
+        "rationales",
+        "kept",
+        "verified",
+        "arith. err",
+        "free acc.",
+        "cost",
+    ):
         table.add_column(column, justify="left" if column == "teacher" else "right")
     for name, s in summaries.items():
         if "error" in s:

@@ -166,11 +166,13 @@ def generate_texts(
         max_prompt_tokens = max(1, limit - settings.max_new_tokens)
         tokenizer.truncation_side = "left"  # keep the question, drop the oldest exemplars
     todo = [i for i in range(len(prompts)) if not skip or i not in skip]
-    token_lengths = {i: len(tokenizer(prompts[i])["input_ids"]) for i in todo}
+    token_lengths = {i: len(tokenizer(prompts[i], verbose=False)["input_ids"]) for i in todo}
     # Longest first: the slowest batch runs while the progress bar's estimate is still honest.
     todo.sort(key=lambda i: -token_lengths[i])
     results: list[Generation | None] = [None] * len(prompts)
-    with tqdm(total=len(todo), desc=description, unit="prompt", disable=not progress, leave=False) as bar:
+    with tqdm(
+        total=len(todo), desc=description, unit="prompt", disable=None if progress else True, leave=False
+    ) as bar:
         for start in range(0, len(todo), settings.batch_size):
             indices = todo[start : start + settings.batch_size]
             if settings.temperature > 0:

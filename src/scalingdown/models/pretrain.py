@@ -113,7 +113,7 @@ def pretrain_causal_lm(
     model.train()
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)  # anything stochastic inside the model (dropout) follows the seed
-        bar = tqdm(range(steps), desc="pretrain", disable=not progress, leave=False)
+        bar = tqdm(range(steps), desc="pretrain", disable=None if progress else True, leave=False)
         for _ in bar:
             batch = [next(order) for _ in range(batch_size)]
             ids, mask = pad_batch([sources[i] for i in batch], pad)
