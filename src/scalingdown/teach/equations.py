@@ -1,0 +1,524 @@
+"""The arithmetic a rationale states, recomputed: `check_equations`.
+
+`check_equations` reads the equations of a rationale with a small grammar and recomputes them
+exactly (`Fraction`, correct precedence, no `eval`):
+
+- numbers: `12`, `1,250`, `3.5`, `.5`, `$12`, `20%` (also "20 percent"), mixed numbers `1 1/2`;
+- operators: `+`, `-` (also `−`, `–`), `x`/`X`/`×`/`*`/`·` (a standalone `x` only: "2x" and "x" are
+  variables, and a chain with a variable fails to parse and is skipped), `/`/`÷`, parentheses, and
+  `of` after a percentage or a fraction ("20% of 50", "1/4 of 20");
+- chains: `3 + 4 x 2 = 11`, `5 + 3 = 8 x 2 = 16` (a run-on chain: "= 8 x 2" continues from 8, so a
+  side may equal the next side's first number), GSM8K's `48/2 = <<48/2=24>>24` (the annotation is
+  checked on its own and the visible text `48/2 = 24` too), LaTeX's `\\times`, `\\cdot`, `\\div`.
+
+A stated result may round the exact value to its own number of decimals, up, down or to nearest
+(`10/3 = 3.33`, `7/2 = 4` buses), but not when the exact value fits those decimals (`7 x 8 = 54`).
+A percentage counts as a fraction, as its plain number, or after + and - as a share of what precedes
+it (`5/20 x 100 = 25%`, `20% of 50 = 10`, `100% - 20% = 80%`, `$800 - 10% = $720`).
+
+Misreading a correct rationale as wrong is worse than missing an error, so anything that is not
+clearly arithmetic is skipped: sides with a variable ("x = 5", "2y + 3 = 7"), times and ratios
+("3:30"), dates and ranges ("2020-2021", "5-10"), powers ("5^2"), function calls ("sqrt(16)"),
+a side whose first number belongs to a word before it ("half of 10 + 2", "3 times 4 + 2", "2 and
+1/2 x 4", "60 students x 2/3", "Week 2 + ..."), a result followed by a scale word ("= 1.5 million",
+"= 18 000"), a bare number as the first side (often a label), and an equation between two bare
+numbers ("36 = 3", often a unit change whose units were left out). A result followed by "cents" may
+state dollars x 100. Two more readings excuse sloppy notation that is right as meant: "a/b*c" as
+a/(b*c) and "a+b /c+d" as (a+b)/(c+d) when a side has one slash; "25 / 1/3" reads the unspaced 1/3
+as one number.
+
+Measured (see tests/teach/test_verify.py): GSM8K's gold rationales verify at 99.7% (train) and
+99.8% (test), both with and without calculator annotations; the 26 gold rationales flagged state a
+wrong equation as written ("8*3 = 240", "192*100 = $1920"). Of 1,055 real LLM rationales, 11.8% are
+flagged, 123 of them among the 427 with a wrong answer and 2 among the 628 with a right one.
+
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from fractions import Fraction
+
+from scalingdown.data.answers import format_number
+
+_TOKEN = re.compile(
+    r"""
+    (?P<num>\$?(?:\d{1,3}(?:,\d{3})+(?!\d)(?:\.\d+)?|\d+(?:\.\d+)?|\.\d+)%?)
+    | (?P<op>[+\-−–*×·÷/]|(?<![^\W\d_])[xX](?![^\W\d_]))
+    | (?P<lp>\() | (?P<rp>\)) | (?P<eq>=)
+    | (?P<word>[^\W\d_]+)
+    | (?P<space>[ \t]+)
+    | (?P<other>.|\n)
+    """,
+    re.VERBOSE,
+)
+_ANNOTATION = re.compile(r"<<([^<>\n]*)>>")
+_LATEX = [
+    (re.compile(r"\\times|\\cdot"), " x "),
+    (re.compile(r"\\div"), " / "),
+    (re.compile(r"\\[()\[\]]|\\left|\\right|\\,|\\!"), " "),
+    (re.compile(r"\\([$%])"), r"\1"),
+    (re.compile(r"\\[dt]?frac\{(\d+(?:\.\d+)?)\}\{(\d+(?:\.\d+)?)\}"), r"\1/\2"),
+    (re.compile(r"\*\*|__"), "  "),  # markdown bold, so "**5 + 3 = 8**" is not read as "* * 5"
+]
+_MINUS = {"-", "−", "–"}
+_TIMES = {"*", "×", "·", "x", "X", "of"}
+_DIVIDE = {"/", "÷"}
+# A number right after one of these words belongs to the phrase, not to the equation that follows.
+_JOINING_WORDS = frozenset(
+    "x times plus minus by over divided multiplied than twice double triple thrice half halves quarter "
+    "quarters third thirds sqrt root log squared cubed".split()
+)
+# A number right after one of these is a label, not a quantity: "Week 2 + Week 3", "day 1 * 2".
+_LABEL_WORDS = frozenset(
+    "day week month year step round level page chapter part grade room no number".split()
+)
+_FRACTION_WORDS = frozenset("half halves quarter quarters third thirds fourth fifth tenth".split())
+# After a result these change its value: "= 1.5 million", "= 2 dozen", "= 2 times 5".
+_SCALE_WORDS = frozenset(
+    "k m b bn mn mil million millions billion billions trillion thousand thousands hundred hundreds "
+    "dozen dozens grand lakh crore x times plus minus squared cubed".split()
+)
+# An immediately preceding character that lets a side start: not a letter, digit, "^", "." or ":".
+_LEFT_OPEN = set("([{\"'“‘*,;:>")
+
+
+@dataclass(slots=True)
+class _Tok:
+    kind: str
+    text: str
+    start: int
+    end: int
+    value: Fraction = Fraction(0)
+    percent: bool = False
+    decimals: int = 0
+
+
+def _tokenize(text: str) -> list[_Tok]:
+    tokens: list[_Tok] = []
+    for match in _TOKEN.finditer(text):
+        kind, piece = match.lastgroup or "other", match.group(0)
+        tok = _Tok(kind, piece, match.start(), match.end())
+        if kind == "op" and piece in "xX" and not _is_times_x(text, match.start()):
+            tok.kind = "word"
+        elif kind == "num" and re.match(r"\$?0\d", piece):
+            tok.kind = "word"  # "0900", "0130": clock times and codes, not quantities
+        elif kind == "num":
+            digits = piece.lstrip("$").rstrip("%").replace(",", "")
+            tok.value, tok.percent = Fraction(digits), piece.endswith("%")
+            tok.decimals = len(digits.split(".")[1]) if "." in digits else 0
+        tokens.append(tok)
+    # "20 percent" is a percentage; "of" after a percentage or a fraction multiplies.
+    solid = [t for t in tokens if t.kind != "space"]
+    for i, tok in enumerate(solid):
+        if tok.kind != "word" or i == 0:
+            continue
+        before = solid[i - 1]
+        if tok.text.lower() in ("percent", "pct") and before.kind == "num" and not before.percent:
+            before.percent, before.end, tok.kind = True, tok.end, "space"
+        elif tok.text.lower() == "of" and (
+            (before.kind == "num" and before.percent)
+            or (
+                i >= 3
+                and before.kind == "num"
+                and solid[i - 2].text in _DIVIDE
+                and solid[i - 3].kind == "num"
+            )
+        ):
+            tok.kind, tok.text = "op", "of"
+    return tokens
+
+
+def _is_times_x(text: str, at: int) -> bool:
+    """Whether the "x" at `at` multiplies: between numbers, spaced alike ("2 x 3", "2x3", "(1+2) x 4").
+
+    "2x + 3", "4x+12", "x = 5" and "3 x= 6" hold a variable instead.
+    """
+    before, after = text[:at], text[at + 1 :]
+    if before[-1:].isspace() != after[:1].isspace():
+        return False
+    spaced = after[:1].isspace()
+    left, right = before.rstrip(" \t")[-1:], after.lstrip(" \t")
+    # "5 x -3" and "2 x (3 + 4)" multiply; "3x-5" and "0.9X(0.02)" are algebra.
+    operand = r"[-$(]?\.?\d" if spaced else r"\$?\.?\d"
+    return left != "" and (left.isdigit() or left in ")%") and re.match(operand, right) is not None
+
+
+def _normalise(text: str) -> str:
+    for pattern, replacement in _LATEX:
+        text = pattern.sub(replacement, text)
+    return text
+
+
+# ---- parsing and evaluation: expr := term (+|- term)*; term := unary (x|/ unary)*; unary := -unary | atom
+
+
+class _Parser:
+    def __init__(self, tokens: list[_Tok], text: str):
+        self.tokens, self.text, self.i = tokens, text, 0
+
+    def peek(self) -> _Tok | None:
+        return self.tokens[self.i] if self.i < len(self.tokens) else None
+
+    def parse(self):
+        node = self.expr()
+        if self.i != len(self.tokens):
+            raise ValueError("trailing tokens")
+        return node
+
+    def expr(self):
+        node = self.term()
+        while (
+            (tok := self.peek()) is not None and tok.kind == "op" and (tok.text == "+" or tok.text in _MINUS)
+        ):
+            self.i += 1
+            node = ("-" if tok.text in _MINUS else "+", node, self.term())
+        return node
+
+    def term(self):
+        node = self.unary()
+        while (tok := self.peek()) is not None and tok.kind == "op" and (tok.text in _TIMES | _DIVIDE):
+            self.i += 1
+            node = ("/" if tok.text in _DIVIDE else "x", node, self.unary())
+        return node
+
+    def unary(self):
+        tok = self.peek()
+        if tok is not None and tok.kind == "op" and (tok.text == "+" or tok.text in _MINUS):
+            following = self.tokens[self.i + 1] if self.i + 1 < len(self.tokens) else None
+            if following is None or following.start != tok.end:
+                raise ValueError("a sign must touch its number")  # "2 x + 3": x was a variable
+            self.i += 1
+            return ("neg", self.unary()) if tok.text in _MINUS else self.unary()
+        return self.atom()
+
+    def atom(self):
+        tok = self.peek()
+        if tok is None:
+            raise ValueError("missing operand")
+        if tok.kind == "lp":
+            self.i += 1
+            node = self.expr()
+            if (close := self.peek()) is None or close.kind != "rp":
+                raise ValueError("unbalanced parenthesis")
+            self.i += 1
+            return node
+        if tok.kind != "num":
+            raise ValueError(f"unexpected {tok.text!r}")
+        node = self.number()
+        following = self.peek()
+        if (  # a mixed number "1 1/2": a whole number, one space, an unspaced proper fraction
+            node[0] == "lit"
+            and node[1].denominator == 1
+            and not node[2]
+            and following is not None
+            and self.text[tok.end : following.start] == " "
+            and following.kind == "num"
+        ):
+            mark = self.i
+            fraction = self.number()
+            if fraction[0] == "frac" and 0 < fraction[1][1] < fraction[2][1] and fraction[2][3] == 0:
+                return ("lit", node[1] + fraction[1][1] / fraction[2][1], False, 0)
+            self.i = mark
+        return node
+
+    def number(self):
+        """A number, or an unspaced fraction "2/3" read as one value (so "25 / 1/3" is 25 / (1/3))."""
+        tok = self.tokens[self.i]
+        self.i += 1
+        node = ("lit", tok.value, tok.percent, tok.decimals)
+        rest = self.tokens[self.i : self.i + 2]
+        if (
+            len(rest) == 2
+            and rest[0].text in _DIVIDE
+            and rest[1].kind == "num"
+            and tok.end == rest[0].start
+            and rest[0].end == rest[1].start
+            and not tok.percent
+            and not rest[1].percent
+        ):
+            self.i += 2
+            return ("frac", node, ("lit", rest[1].value, False, rest[1].decimals))
+        return node
+
+
+# How a percentage counts: as a fraction ("20% of 50"), as its plain number ("100% - 20% = 80%"),
+# or, after + and -, as a share of the left side ("$800 - 10% = $720", a calculator's reading).
+_PERCENT_READINGS = ("fraction", "plain", "of_left")
+
+
+def _evaluate(node, percent: str = "fraction") -> Fraction:
+    kind = node[0]
+    if kind == "loose":
+        return _evaluate(node[1], percent)
+    if kind == "lit":
+        return node[1] / 100 if node[2] and percent != "plain" else node[1]
+    if kind == "neg":
+        return -_evaluate(node[1], percent)
+    left, right = _evaluate(node[1], percent), _evaluate(node[2], percent)
+    if kind in ("+", "-") and percent == "of_left" and node[2][0] == "lit" and node[2][2]:
+        right = left * right
+    if kind == "+":
+        return left + right
+    if kind == "-":
+        return left - right
+    if kind == "x":
+        return left * right
+    return left / right  # "/" or "frac"; ZeroDivisionError: the caller skips the equation
+
+
+def _values(node) -> set[Fraction]:
+    """The side's value under each reading of its percentages (one value when it has none)."""
+    values = {_evaluate(node, reading) for reading in _PERCENT_READINGS}
+    if node[0] == "loose":
+        for reading in _PERCENT_READINGS:
+            try:
+                values.add(_evaluate(node[2], reading) / _evaluate(node[3], reading))
+            except ZeroDivisionError:
+                pass
+    return values
+
+
+def _matches_stated(value: Fraction, literal) -> bool:
+    """Whether a literal stated result ("3.33", "25%") states `value`, allowing its rounding."""
+    if literal[0] == "frac":  # "8/3": a fraction states its value exactly
+        return value == _evaluate(literal)
+    _, number, percent, decimals = literal
+    stated = [(number, decimals)] + ([(number / 100, decimals + 2)] if percent else [])
+    for target, places in stated:
+        if value == target:
+            return True
+        unit = Fraction(1, 10**places)
+        fits = (value / unit).denominator == 1  # the exact value is writable with these decimals
+        if not fits and abs(value - target) < unit:
+            return True
+    return False
+
+
+def _first_literal(node):
+    """The leftmost number (or unspaced fraction) of a side that starts with one ("8 + 2" -> 8)."""
+    while node[0] in ("+", "-", "x", "/", "loose"):
+        node = node[1]
+    return node if node[0] in ("lit", "frac") else None
+
+
+def _shown(value: Fraction, decimals: int) -> str:
+    text = format_number(value)
+    if "/" in text or ("." in text and len(text.split(".")[1]) > max(2, decimals + 1)):
+        text = format_number(Fraction(round(value, max(2, decimals + 1))))
+    return text
+
+
+def _check_pair(left, right, *, cents: bool = False) -> tuple[bool, Fraction]:
+    """(holds, exact value to report) for `left = right`; raises ZeroDivisionError on x/0.
+
+    `cents`: the stated result is followed by "cents", so a value in dollars may be stated x 100.
+    """
+    if right[0] == "lit":
+        values = _values(left) | ({v * 100 for v in _values(left)} if cents else set())
+        return any(_matches_stated(v, right) for v in values), _evaluate(left)
+    if left[0] == "lit":  # "... = 24 = 48/2"
+        return any(_matches_stated(v, left) for v in _values(right)), _evaluate(right)
+    left_values = _values(left)
+    if left_values & _values(right):
+        return True, _evaluate(left)
+    first = _first_literal(right)  # run-on: "5 + 3 = 8 + 2 = 10"
+    holds = first is not None and any(_matches_stated(v, first) for v in left_values)
+    return holds, _evaluate(left)
+
+
+def _side_text(text: str, tokens: list[_Tok]) -> str:
+    return " ".join(text[tokens[0].start : tokens[-1].end].split())
+
+
+def _first_side_trusted(text: str, solid: list[_Tok], first: int) -> bool:
+    """Whether a run's first side starts where its expression starts, not inside a phrase."""
+    head = solid[first]
+    if head.kind == "op":  # "3x +4 - 4", "apples + 3": the expression began before, in words
+        return False
+    before = text[: head.start]
+    if before and not (before[-1].isspace() or before[-1] in _LEFT_OPEN):
+        return False  # "sqrt(16)", "5^2", "A5"
+    stripped = before.rstrip(" \t")
+    if stripped[-2:-1].isdigit() and (stripped[-1:] == "," or before[-1:] == ":"):
+        return False  # "14, 400", "3:30" (but "gives away 17: 20 - 17 = 3" is fine)
+    if stripped[-1:] == "." and not stripped[-2:-1].isalpha():
+        return False  # ". 84" (a decimal with a stray space), "5. 3 + 2"
+    previous = solid[first - 1] if first > 0 else None
+    if previous is None or previous.kind != "word":
+        return True
+    word = previous.text.lower()
+    earlier = solid[first - 2] if first >= 2 else None
+    if word in _JOINING_WORDS or word in _LABEL_WORDS:
+        return False  # "3 times 4 + 2", "60 students x 2/3", "Week 2 + ..."
+    if word == "and" and earlier is not None and earlier.kind == "num" and _fraction_at(solid, first):
+        return False  # "2 and 1/2 x 4" (but "8 and 8 x 2 = 16" is an equation)
+    return not (
+        word == "of"
+        and earlier is not None
+        and (earlier.kind == "num" or earlier.text.lower() in _FRACTION_WORDS)
+    )  # "half of 10 + 2"
+
+
+def _last_side_trusted(text: str, solid: list[_Tok], last: int) -> bool:
+    """Whether a run's last side ends where its number ends: not "3:45", "5^2", "3x", "18 000", "1.5 m"."""
+    end = solid[last].end
+    after = text[end : end + 2]
+    if after[:1].isalpha() or after[:1] in ("^", "²", "³", "!") or (after[:1] == ":" and after[1:].isdigit()):
+        return False
+    following = solid[last + 1] if last + 1 < len(solid) else None
+    if following is None or following.kind != "word":
+        return True
+    word = following.text.lower()
+    if word[:1].isdigit() or word in _SCALE_WORDS:
+        return False
+    then = solid[last + 2].text.lower() if last + 2 < len(solid) else ""
+    return not (
+        word == "and" and (_fraction_at(solid, last + 2) or then in ("a", "one", *_FRACTION_WORDS))
+    )  # "= 2 and 1/2", "= 1 and a half" (but "= 8 and 8 x 2 = 16" ends at 8)
+
+
+def _fraction_at(solid: list[_Tok], index: int) -> bool:
+    """Whether an unspaced fraction "1/2" starts at solid[index]."""
+    a, slash, b = (solid[index : index + 3] + [None, None, None])[:3]
+    return (
+        a is not None
+        and b is not None
+        and a.kind == "num" == b.kind
+        and slash.text in _DIVIDE
+        and a.end == slash.start
+        and slash.end == b.start
+    )
+
+
+def _with_loose_reading(node, side: list[_Tok], text: str):
+    """Add the reading "numerator / denominator" to a side with one slash among other operators.
+
+    Rationales write "42x12+20x10 /12+10" and "85/40*45" meaning (42x12+20x10)/(12+10) and
+    85/(40*45); an equation that holds under that reading is not an arithmetic error.
+    """
+    depth, slashes = 0, []
+    for index, tok in enumerate(side):
+        depth += (tok.kind == "lp") - (tok.kind == "rp")
+        if depth == 0 and tok.text in _DIVIDE:
+            slashes.append(index)
+    operators = sum(tok.kind == "op" for tok in side)
+    if len(slashes) != 1 or operators < 2 or node[0] == "lit":
+        return node
+    try:
+        numerator = _Parser(side[: slashes[0]], text).parse()
+        denominator = _Parser(side[slashes[0] + 1 :], text).parse()
+    except ValueError:
+        return node
+    return ("loose", node, numerator, denominator)
+
+
+def _check_run(text: str, solid: list[_Tok], first: int, last: int) -> tuple[int, list[str]]:
+    """Check the arithmetic tokens solid[first:last+1], a run that holds at least one "="."""
+    run = solid[first : last + 1]
+    if not any(t.kind == "op" for t in run):
+        return 0, []  # "x = 5", "1 = 1": nothing is computed
+    sides: list[list[_Tok]] = [[]]
+    for tok in run:
+        if tok.kind == "eq":
+            sides.append([])
+        else:
+            sides[-1].append(tok)
+    trusted = [True] * len(sides)
+    trusted[0] = _first_side_trusted(text, solid, first)
+    trusted[-1] = trusted[-1] and _last_side_trusted(text, solid, last)
+    following = solid[last + 1].text.lower() if last + 1 < len(solid) else ""
+    in_cents = following in ("cent", "cents", "¢")  # "$2.50 - $2.24 = 26 cents"
+    parsed = []
+    for index, (side, ok) in enumerate(zip(sides, trusted, strict=True)):
+        node = None
+        if ok and side and not _is_range(side):
+            try:
+                node = _with_loose_reading(_Parser(side, text).parse(), side, text)
+            except ValueError:
+                pass
+        if node is not None and node[0] == "lit" and not any(sides[:index]):
+            node = None  # a bare number first is often a label: "Week 2 = 35 + 35", "profit = 33.33% = ..."
+        parsed.append(node)
+    checked, errors = 0, []
+    for i in range(len(sides) - 1):
+        left, right = parsed[i], parsed[i + 1]
+        if left is None or right is None or (left[0] == "lit" and right[0] == "lit"):
+            continue
+        try:
+            holds, value = _check_pair(left, right, cents=in_cents and i + 1 == len(sides) - 1)
+        except ZeroDivisionError:
+            continue
+        checked += 1
+        if not holds:
+            stated = right if right[0] == "lit" else (left if left[0] == "lit" else _first_literal(right))
+            decimals = stated[3] if stated is not None and stated[0] == "lit" else 1
+            equation = f"{_side_text(text, sides[i])} = {_side_text(text, sides[i + 1])}"
+            errors.append(f"{equation} (is {_shown(value, decimals)})")
+    return checked, errors
+
+
+def _is_range(side: list[_Tok]) -> bool:
+    """ "2020-2021", "5-10": an unspaced minus between integers where the first is the smaller."""
+    for a, op, b in zip(side, side[1:], side[2:], strict=False):
+        if (
+            a.kind == "num" == b.kind
+            and op.text in _MINUS
+            and a.end == op.start
+            and op.end == b.start
+            and a.decimals == 0 == b.decimals
+            and a.value < b.value
+        ):
+            return True
+    return False
+
+
+def _check_line(text: str) -> tuple[int, list[str]]:
+    """Check every run of arithmetic tokens in one line (an equation never spans lines)."""
+    solid = [t for t in _tokenize(text) if t.kind != "space"]
+    checked, errors = 0, []
+    arithmetic = ("num", "op", "lp", "rp", "eq")
+    i = 0
+    while i < len(solid):
+        if solid[i].kind not in arithmetic:
+            i += 1
+            continue
+        j = i
+        while j + 1 < len(solid) and solid[j + 1].kind in arithmetic:
+            j += 1
+        if any(t.kind == "eq" for t in solid[i : j + 1]):
+            found, wrong = _check_run(text, solid, i, j)
+            checked += found
+            errors.extend(wrong)
+        i = j + 1
+    return checked, errors
+
+
+def _check_text(text: str) -> tuple[int, list[str]]:
+    checked, errors = 0, []
+    for line in text.splitlines():
+        if "=" in line:  # most lines hold no equation: skip tokenizing them
+            found, wrong = _check_line(line)
+            checked += found
+            errors.extend(wrong)
+    return checked, errors
+
+
+@dataclass(frozen=True)
+class EquationCheck:
+    """How many equations were recomputed, and one line per wrong one: "7 x 8 = 54 (is 56)"."""
+
+    checked: int
+    errors: list[str]
+
+
+def check_equations(text: str) -> EquationCheck:
+    """Recompute every equation `text` states (grammar and skips in the module notes)."""
+    text = _normalise(text)
+    checked, errors = 0, []
+    for annotation in _ANNOTATION.findall(text):  # GSM8K calculator annotations: "<<48/2=24>>"
+        found, wrong = _check_text(annotation)
+        checked, errors = checked + found, errors + wrong
+    found, wrong = _check_text(_ANNOTATION.sub("", text))
+    return EquationCheck(checked=checked + found, errors=errors + wrong)
