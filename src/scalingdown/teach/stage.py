@@ -1,0 +1,290 @@
+"""The teach stage: every teacher writes rationales for the train problems, checked and accounted.
+
+For each teacher, in config order (or cheapest first with cost-aware routing):
+  prompts (TinyLLM: in-context examples + teacher-forcing) -> backend behind the SQLite cache ->
+  rationale bodies, deduplicated -> verification (answer, arithmetic) -> policy (keep / drop / flag)
+and, on held-out test problems, a free mode without the gold answer that measures the teacher's own
+accuracy. Every answer is cached the moment it arrives, so a rerun after a crash sends no request
+whose answer is stored; the files below are written atomically once a teacher is done:
+
+  teachers/<name>/rationales.jsonl   kept rationales (problem_id, sample, text, answer, verified, ...)
+  teachers/<name>/rejected.jsonl     dropped ones, with the reason, for inspection
+  teachers/<name>/free.jsonl         free-mode answers on test problems
+  teachers/<name>/stats.json         kept share, verified share, arithmetic errors, free-mode accuracy
+  teachers/<name>/usage.json         requests, cache hits, retries, failures by reason, tokens, cost
+"""
+
+from __future__ import annotations
+
+import time
+from collections import Counter
+from collections.abc import Sequence
+from pathlib import Path
+
+from scalingdown.artifacts import write_json, write_jsonl
+from scalingdown.config import StudyConfig, TeacherConfig
+from scalingdown.data.schema import Problem
+from scalingdown.errors import UserError
+from scalingdown.teach.backend import Request, Result, SamplingParams, TeacherBackend, get_backend
+from scalingdown.teach.cache import CachedBackend, ResponseCache
+from scalingdown.teach.prompts import ExampleSelector, as_chat, build_teacher_prompt, rationale_body
+from scalingdown.teach.usage import Usage, progress_bar
+from scalingdown.teach.verify import TeacherStats, apply_policy, dedupe, verify_rationale
+
+CACHE_FILE = "cache.sqlite"
+
+
+def teacher_dir(run_dir: Path, name: str) -> Path:
+    return run_dir / "teachers" / name
+
+
+def build_backend(teacher: TeacherConfig, where: str) -> TeacherBackend:
+    """The teacher's backend from its config; the model id is passed in as the `model` option."""
+    cls = get_backend(teacher.backend)
+    options = {"model": teacher.model, **teacher.options}
+    return cls.from_options(options, where=f"{where}.options")
+
+
+def uses_chat(teacher: TeacherConfig) -> bool:
+    """Chat messages for chat teachers: explicit `chat`, else an `openai` teacher on its chat API."""
+    if teacher.chat is not None:
+        return teacher.chat
+    return teacher.backend == "openai" and teacher.options.get("api", "chat") == "chat"
+
+
+def teacher_requests(
+    teacher: TeacherConfig,
+    problems: Sequence[Problem],
+    selector: ExampleSelector | None,
+    *,
+    mode: str,
+    where: str,
+) -> list[Request]:
+    """One request per problem; its key is the problem id."""
+    chat = uses_chat(teacher)
+    # A teacher's own template is written for its own mode; free-mode accuracy of a teacher-forcing
+    # teacher uses the built-in free template.
+    template = teacher.template if mode == teacher.mode else None
+    requests = []
+    for problem in problems:
+        examples = selector.select(problem, teacher.num_examples) if selector and teacher.num_examples else []
+        text = build_teacher_prompt(
+            problem, examples, mode=mode, template=template, where=f"{where}.template"
+        )
+        requests.append(
+            Request(
+                key=problem.id,
+                prompt=as_chat(text) if chat else text,
+                meta={"problem_id": problem.id, "question": problem.question},
+            )
+        )
+    return requests
+
+
+def sampling_params(teacher: TeacherConfig, seed: int, *, free: bool = False) -> SamplingParams:
+    """The teacher's sampling; free-mode answers are greedy and single, as an accuracy measurement."""
+    s = teacher.sampling
+    if free:
+        return SamplingParams(temperature=0.0, max_tokens=s.max_tokens, n=1, stop=tuple(s.stop), seed=seed)
+    return SamplingParams(
+        temperature=s.temperature,
+        top_p=s.top_p,
+        max_tokens=s.max_tokens,
+        n=s.n,
+        stop=tuple(s.stop),
+        seed=seed,
+    )
+
+
+def _ask(
+    backend: TeacherBackend,
+    requests: list[Request],
+    params: SamplingParams,
+    usage: Usage,
+    label: str,
+    progress: bool,
+) -> dict[str, Result]:
+    with progress_bar(len(requests), label, usage, enabled=progress) as on_result:
+        results = backend.generate(requests, params, on_result=on_result)
+    return {r.key: r for r in results}
+
+
+def _verify_rows(
+    teacher: TeacherConfig, problems: Sequence[Problem], results: dict[str, Result], study: StudyConfig
+) -> tuple[list[dict], list[dict], TeacherStats]:
+    stats = TeacherStats()
+    kept_rows, rejected_rows = [], []
+    for problem in problems:
+        result = results.get(problem.id)
+        if result is None or not result.ok:
+            continue
+        bodies = dedupe([rationale_body(t) for t in result.texts if t.strip()])
+        for sample, body in enumerate(bodies):
+            verdict = verify_rationale(problem, body, check_arithmetic=study.teach.check_arithmetic)
+            kept, flagged = apply_policy(verdict, study.teach.policy)
+            stats.add(verdict, kept)
+            row = {
+                "problem_id": problem.id,
+                "teacher": teacher.name,
+                "sample": sample,
+                "text": body,
+                "answer": verdict.answer,
+                "gold": problem.answer,
+                "correct": verdict.correct,
+                "verified": verdict.verified,
+                "flagged": flagged,
+                "arithmetic_errors": verdict.arithmetic_errors,
+            }
+            (kept_rows if kept else rejected_rows).append(row)
+    return kept_rows, rejected_rows, stats
+
+
+def _free_mode(
+    teacher: TeacherConfig,
+    backend: TeacherBackend,
+    test: Sequence[Problem],
+    selector: ExampleSelector | None,
+    study: StudyConfig,
+    usage: Usage,
+    where: str,
+    progress: bool,
+) -> tuple[list[dict], dict | None]:
+    """The teacher's own accuracy on held-out test problems, answering without the gold answer."""
+    from scalingdown.data.answers import score
+    from scalingdown.evaluate.metrics import accuracy
+
+    if not test:
+        return [], None
+    requests = teacher_requests(teacher, test, selector, mode="free", where=where)
+    results = _ask(
+        backend, requests, sampling_params(teacher, study.seed, free=True), usage, "free", progress
+    )
+    rows = []
+    for problem in test:
+        result = results[problem.id]
+        text = rationale_body(result.texts[0]) if result.ok and result.texts else ""
+        scored = score(problem, text)
+        rows.append(
+            {
+                "problem_id": problem.id,
+                "text": text,
+                "answer": scored.flexible_answer,
+                "correct": scored.flexible_correct,
+                "error": result.error,
+            }
+        )
+    answered = [r for r in rows if r["error"] is None]
+    if not answered:
+        return rows, None
+    return rows, {**accuracy([r["correct"] for r in answered]).as_dict(), "failed": len(rows) - len(answered)}
+
+
+def teach_one(
+    teacher: TeacherConfig,
+    index: int,
+    study: StudyConfig,
+    train: Sequence[Problem],
+    test: Sequence[Problem],
+    cache: ResponseCache,
+    *,
+    progress: bool = True,
+) -> dict:
+    """Run one teacher over `train` (and free mode over `test`); write its files; return its summary."""
+    where = f"teachers[{index}]"
+    out = teacher_dir(Path(study.run_dir), teacher.name)
+    prices = {
+        "price_input_per_1k": teacher.price_input_per_1k,
+        "price_output_per_1k": teacher.price_output_per_1k,
+    }
+    usage, free_usage = Usage(**prices), Usage(**prices)
+    started = time.perf_counter()
+    backend = CachedBackend(build_backend(teacher, where), cache)
+    try:
+        selector = None
+        if teacher.num_examples:
+            selector = ExampleSelector(train, method=teacher.example_selection, seed=study.seed, where=where)
+        requests = teacher_requests(teacher, train, selector, mode=teacher.mode, where=where)
+        results = _ask(backend, requests, sampling_params(teacher, study.seed), usage, teacher.name, progress)
+        kept, rejected, stats = _verify_rows(teacher, train, results, study)
+        free_rows, free_accuracy = _free_mode(
+            teacher, backend, test, selector, study, free_usage, where, progress
+        )
+    finally:
+        backend.close()
+    summary = {
+        "teacher": teacher.name,
+        "backend": teacher.backend,
+        "model": teacher.model,
+        "mode": teacher.mode,
+        "questions": len(train),
+        **stats.as_dict(),
+        "free_accuracy": free_accuracy,
+        "seconds": time.perf_counter() - started,
+    }
+    write_jsonl(out / "rationales.jsonl", kept)
+    write_jsonl(out / "rejected.jsonl", rejected)
+    write_jsonl(out / "free.jsonl", free_rows)
+    usage_record = {
+        "rationales": usage.as_dict(),
+        "free_mode": free_usage.as_dict(),
+        "cost": usage.cost + free_usage.cost,
+        "cost_this_run": usage.cost_this_run + free_usage.cost_this_run,
+    }
+    write_json(out / "usage.json", usage_record)
+    write_json(out / "stats.json", summary)
+    return {**summary, "usage": usage_record}
+
+
+def run_teach_stage(study: StudyConfig, *, progress: bool = True) -> dict[str, dict]:
+    """Every teacher in turn; a teacher that fails is reported and the others go on."""
+    from scalingdown.data.stage import load_run_problems
+
+    run_dir = Path(study.run_dir)
+    if not study.teachers:
+        raise UserError("no teachers configured (the 'teachers' list is empty)")
+    train = load_run_problems(run_dir, "train")[: study.teach.limit]
+    test = load_run_problems(run_dir, "test")[: study.teach.free_eval_problems]
+    (run_dir / "teachers").mkdir(parents=True, exist_ok=True)
+    order = list(enumerate(study.teachers))
+    if study.teach.routing:
+        order.sort(key=lambda item: (item[1].price_input_per_1k + item[1].price_output_per_1k, item[0]))
+    verified: Counter[str] = Counter()
+    summaries: dict[str, dict] = {}
+    with ResponseCache(run_dir / "teachers" / CACHE_FILE) as cache:
+        for index, teacher in order:
+            todo = list(train)
+            if study.teach.routing:
+                todo = [p for p in train if verified[p.id] < study.teach.target_verified]
+            try:
+                summary = teach_one(teacher, index, study, todo, test, cache, progress=progress)
+            except UserError as exc:
+                summaries[teacher.name] = {"teacher": teacher.name, "error": str(exc)}
+                write_json(teacher_dir(run_dir, teacher.name) / "stats.json", summaries[teacher.name])
+                continue
+            if study.teach.routing:
+                summary["routing"] = {"asked": len(todo), "skipped": len(train) - len(todo)}
+                for row in _read_kept(run_dir, teacher.name):
+                    verified[row["problem_id"]] += bool(row["verified"])
+            summaries[teacher.name] = summary
+    if study.teach.routing:
+        _routing_savings(summaries)
+    write_json(run_dir / "teachers" / "summary.json", summaries)
+    return summaries
+
+
+def _read_kept(run_dir: Path, name: str) -> list[dict]:
+    from scalingdown.artifacts import read_jsonl
+
+    return read_jsonl(teacher_dir(run_dir, name) / "rationales.jsonl")
+
+
+def _routing_savings(summaries: dict[str, dict]) -> None:
+    """What routing saved: each skipped question priced at the teacher's mean cost per asked question."""
+    for summary in summaries.values():
+        routing = summary.get("routing")
+        if not routing:
+            continue
+        cost = summary["usage"]["rationales"]["cost"]
+        per_question = cost / max(routing["asked"], 1)
+        routing["estimated_cost_saved"] = per_question * routing["skipped"]
+        routing["cost_without_routing"] = cost + routing["estimated_cost_saved"]
