@@ -147,18 +147,30 @@ def teach(
 @user_errors
 def serve(
     model_path: str = typer.Argument(..., help="Local model directory (or Hugging Face id) to serve."),
-    host: str = typer.Option("127.0.0.1", help="Address to listen on; loopback unless you say otherwise."),
-    port: int = typer.Option(8000, help="Port to listen on (0: any free port)."),
+    host: str = typer.Option(
+        "127.0.0.1",
+        help="Address to listen on. Default 127.0.0.1 (this machine only); any other address is reachable "
+        "from the network and prints a warning (then also set --api-key-env).",
+    ),
+    port: int = typer.Option(8000, help="Port to listen on (0: any free port; the URL is printed)."),
     model_name: str | None = typer.Option(
-        None, help="Model name clients ask for. Default: the path's last part."
+        None,
+        help="Model name clients ask for. Default: the model directory's name; the path is accepted too.",
     ),
     api_key_env: str | None = typer.Option(
         None, help="Name of an environment variable holding the key clients must send (none: no key)."
     ),
     device: str = typer.Option("auto", help=field_help(EvalConfig, "device")),
     dtype: str = typer.Option("auto", help=field_help(EvalConfig, "dtype")),
-    max_batch_size: int = typer.Option(32, help="Most requests generated together in one batch."),
-    batch_wait_ms: float = typer.Option(5.0, help="How long a batch waits for more requests to join it."),
+    max_batch_size: int = typer.Option(
+        32,
+        help="Most prompts generated together; only requests with the same sampling settings share a batch.",
+    ),
+    batch_wait_ms: float = typer.Option(
+        5.0,
+        help="How long a forming batch waits for another request to join before it starts (restarting at "
+        "each arrival, at most 10x this in all).",
+    ),
 ) -> None:
     """Serve a local model over an OpenAI-compatible API (chat and completions) with request batching."""
     import os

@@ -171,10 +171,13 @@ class TeacherConfig(_Strict):
     )
     template: str | None = Field(
         None,
-        description="Own prompt template with {examples}, {question}, {options} and (teacher-forcing) {answer}; "
+        description="Own prompt template with {examples}, {question}, {options} and (teacher-forcing) "
+        "{answer}; "
         "default: the built-in TinyLLM template.",
     )
-    num_examples: int = Field(2, ge=0, description="Worked in-context examples from the train split per prompt.")
+    num_examples: int = Field(
+        2, ge=0, description="Worked in-context examples from the train split per prompt."
+    )
     example_selection: Literal["random", "tfidf"] = Field(
         "random", description="How examples are drawn: seeded 'random', or the most similar by 'tfidf'."
     )
@@ -184,7 +187,9 @@ class TeacherConfig(_Strict):
         "(openai: its 'api' option; hf: whether the tokenizer has a chat template).",
     )
     sampling: TeacherSampling = Field(default_factory=TeacherSampling)
-    price_input_per_1k: float = Field(0.0, ge=0, description="Price per 1,000 prompt tokens (for cost figures).")
+    price_input_per_1k: float = Field(
+        0.0, ge=0, description="Price per 1,000 prompt tokens (for cost figures)."
+    )
     price_output_per_1k: float = Field(0.0, ge=0, description="Price per 1,000 completion tokens.")
 
 
@@ -193,20 +198,25 @@ class TeachConfig(_Strict):
 
     policy: Literal["keep", "drop", "flag"] = Field(
         "drop",
-        description="A rationale whose answer is wrong or whose arithmetic fails: 'drop' it, 'flag' it (kept, "
+        description="A rationale whose answer is wrong or whose arithmetic fails: 'drop' it, 'flag' it "
+        "(kept, "
         "marked unverified), or 'keep' it as is.",
     )
     check_arithmetic: bool = Field(True, description="Check the equations a rationale states (a op b = c).")
     limit: int | None = Field(None, ge=1, description="Ask teachers about only the first N train problems.")
     free_eval_problems: int = Field(
-        50, ge=0, description="Test problems on which each teacher answers freely, to measure its own accuracy."
+        50,
+        ge=0,
+        description="Test problems on which each teacher answers freely, to measure its own accuracy.",
     )
     routing: bool = Field(
         False,
         description="Cost-aware routing: ask teachers cheapest first and skip a question once it has "
         "'target_verified' verified rationales.",
     )
-    target_verified: int = Field(1, ge=1, description="Verified rationales per question that routing aims for.")
+    target_verified: int = Field(
+        1, ge=1, description="Verified rationales per question that routing aims for."
+    )
 
 
 class StudyConfig(_Strict):

@@ -1,0 +1,15 @@
+"""`scalingdown serve`: an OpenAI-compatible HTTP server for a local Hugging Face model.
+
+Users serve a distilled student with it; the teach stage's tests and benchmarks use it as the real
+server behind the `openai` teacher backend. `server` is the HTTP layer (stdlib
+`ThreadingHTTPServer`), `batcher` the one worker thread that owns the model and batches requests.
+
+    from scalingdown.serve import start_server
+    with start_server("path/to/model", port=0) as server:
+        ...  # openai.OpenAI(base_url=server.url, api_key="none")
+"""
+
+from scalingdown.serve.batcher import BatchStats, SamplingKey
+from scalingdown.serve.server import RunningServer, serve, start_server
+
+__all__ = ["BatchStats", "RunningServer", "SamplingKey", "serve", "start_server"]
