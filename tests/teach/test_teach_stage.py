@@ -87,11 +87,19 @@ def openai_teacher(name: str, url: str, model: str = "teacher-7b", env: str | No
     }
 
 
-def test_hf_and_served_teachers_on_real_gsm8k(tmp_path, gsm8k_dir, tiny_teacher, teacher_samples):
+@pytest.mark.parametrize("dataset", ["gsm8k", "aqua_rat"])
+def test_hf_and_served_teachers_on_real_data(tmp_path, dataset, tiny_teacher):
+    """The issue's "done when": an `hf` teacher and an `openai` teacher behind `scalingdown serve`."""
+    from scalingdown.data.aqua import load_aqua
     from scalingdown.serve.server import start_server
+    from tests.conftest import shared_path
 
-    train = load_gsm8k("train", gsm8k_dir)[:10]
-    test = load_gsm8k("test", gsm8k_dir)[:4]
+    if dataset == "gsm8k":
+        folder = shared_path("gsm8k")
+        train, test = load_gsm8k("train", folder)[:10], load_gsm8k("test", folder)[:4]
+    else:
+        folder = shared_path("aqua_rat")
+        train, test = load_aqua("dev", folder)[:10], load_aqua("test", folder)[:4]
     run = make_run(tmp_path, train, test)
     with start_server(str(tiny_teacher), model_name="tiny-served") as server:
         study = study_for(
