@@ -183,8 +183,8 @@ class TeacherConfig(_Strict):
     )
     chat: bool | None = Field(
         None,
-        description="Send chat messages (chat template) instead of plain text; default: the backend decides "
-        "(openai: its 'api' option; hf: whether the tokenizer has a chat template).",
+        description="Send chat messages (chat template) instead of plain text; default: openai: its 'api' "
+        "option; hf and vllm: whether the model's tokenizer has a chat template.",
     )
     sampling: TeacherSampling = Field(default_factory=TeacherSampling)
     price_input_per_1k: float = Field(

@@ -334,3 +334,28 @@ def test_cost_aware_routing_asks_the_expensive_teacher_only_where_the_cheap_one_
     assert routing["skipped"] == cheap_verified
     assert routing["estimated_cost_saved"] > 0
     assert routing["cost_without_routing"] > summaries["expensive"]["usage"]["rationales"]["cost"]
+
+
+def test_chat_default_follows_the_backend_and_the_tokenizer(tmp_path, tiny_teacher):
+    import shutil
+
+    from transformers import AutoTokenizer
+
+    from scalingdown.config import TeacherConfig
+    from scalingdown.teach.stage import uses_chat
+
+    with_template = tmp_path / "instruct"
+    shutil.copytree(tiny_teacher, with_template)
+    tokenizer = AutoTokenizer.from_pretrained(with_template)
+    tokenizer.chat_template = "{% for m in messages %}{{ m['role'] }}: {{ m['content'] }}\n{% endfor %}"
+    tokenizer.save_pretrained(with_template)
+
+    def teacher(**kw) -> TeacherConfig:
+        return TeacherConfig(**{"name": "t", "backend": "hf", "model": str(tiny_teacher), **kw})
+
+    assert not uses_chat(teacher())  # a base model: plain text
+    assert uses_chat(teacher(model=str(with_template)))  # an instruct model: its chat template
+    assert uses_chat(teacher(backend="openai", model="m"))  # the chat API by default
+    assert not uses_chat(teacher(backend="openai", model="m", options={"api": "completions"}))
+    assert not uses_chat(teacher(model=str(with_template), chat=False))  # an explicit choice wins
+    assert not uses_chat(teacher(backend="replay", model="file.json"))

@@ -46,10 +46,25 @@ def build_backend(teacher: TeacherConfig, where: str) -> TeacherBackend:
 
 
 def uses_chat(teacher: TeacherConfig) -> bool:
-    """Chat messages for chat teachers: explicit `chat`, else an `openai` teacher on its chat API."""
+    """Chat messages for chat teachers: explicit `chat`; else an `openai` teacher on its chat API, or
+    a local (`hf`, `vllm`) model whose tokenizer has a chat template (an instruct model)."""
     if teacher.chat is not None:
         return teacher.chat
-    return teacher.backend == "openai" and teacher.options.get("api", "chat") == "chat"
+    if teacher.backend == "openai":
+        return teacher.options.get("api", "chat") == "chat"
+    if teacher.backend in ("hf", "vllm"):
+        return has_chat_template(teacher.model)
+    return False
+
+
+def has_chat_template(model: str) -> bool:
+    """Whether a model's tokenizer carries a chat template (reads the tokenizer only, not the weights)."""
+    from transformers import AutoTokenizer
+
+    try:
+        return AutoTokenizer.from_pretrained(model).chat_template is not None
+    except (OSError, ValueError):
+        return False  # the backend reports an unloadable model itself, with its own message
 
 
 def teacher_requests(
