@@ -9,7 +9,8 @@ import pytest
 from scalingdown.config import StudyConfig, load_config
 from scalingdown.errors import UserError
 
-CONFIGS = sorted((Path(__file__).resolve().parents[1] / "configs").glob("*.yaml"))
+CONFIG_DIR = Path(__file__).resolve().parents[1] / "configs"
+CONFIGS = sorted(p for p in CONFIG_DIR.glob("*.yaml") if p.name != "hyperparameters.yaml")
 
 
 @pytest.mark.parametrize("path", CONFIGS, ids=lambda p: p.name)
@@ -69,3 +70,17 @@ def test_missing_and_non_mapping_files(tmp_path: Path) -> None:
 def test_empty_file_gives_defaults(tmp_path: Path) -> None:
     study = load_config(_write(tmp_path, ""))
     assert study.data.dataset == "synthetic" and study.eval.temperature == 0.0
+
+
+def test_training_defaults_load_and_overrides_name_their_key(tmp_path: Path) -> None:
+    from scalingdown.config import parse_config, training_settings
+
+    base = {"students": [{"name": "s", "path": "x", "hyperparameters": {"batch_size": 3}}]}
+    lora, hyper = training_settings(parse_config({**base, "hyperparameters": {"learning_rate": 0.1}}), 0)
+    assert lora.r >= 1 and hyper.batch_size == 3 and hyper.learning_rate == 0.1
+    bad = parse_config({"students": [{"name": "s", "path": "x", "hyperparameters": {"batch_size": 0}}]})
+    with pytest.raises(UserError, match=r"students\[0\]\.hyperparameters\.batch_size: "):
+        training_settings(bad, 0)
+    typo = parse_config({"students": [{"name": "s", "path": "x"}], "lora": {"rank": 4}})
+    with pytest.raises(UserError, match=r"lora\.rank: Extra inputs"):
+        training_settings(typo, 0)

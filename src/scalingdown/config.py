@@ -219,6 +219,83 @@ class TeachConfig(_Strict):
     )
 
 
+class LoraSettings(_Strict):
+    """LoRA adapter shape; defaults come from configs/lora_config.json, a study may override any field."""
+
+    r: int = Field(16, ge=1, description="Rank of the LoRA update matrices.")
+    alpha: int = Field(32, ge=1, description="LoRA scaling numerator (the update is scaled by alpha / r).")
+    dropout: float = Field(0.05, ge=0, lt=1, description="Dropout on the LoRA path.")
+    target_modules: list[str] | str = Field(
+        "all-linear",
+        description="Module names that get adapters (e.g. [q_proj, v_proj]), or 'all-linear'.",
+    )
+
+
+class Hyperparameters(_Strict):
+    """Training hyperparameters; defaults come from configs/hyperparameters.yaml."""
+
+    epochs: float = Field(3.0, gt=0, description="Passes over the training examples (fractions allowed).")
+    max_steps: int | None = Field(
+        None, ge=1, description="Stop after this many optimizer steps (overrides epochs)."
+    )
+    batch_size: int = Field(8, ge=1, description="Examples per device per micro-batch.")
+    grad_accumulation: int = Field(1, ge=1, description="Micro-batches per optimizer step.")
+    learning_rate: float = Field(2e-4, gt=0, description="Peak learning rate.")
+    weight_decay: float = Field(0.0, ge=0, description="AdamW weight decay.")
+    warmup_ratio: float = Field(0.03, ge=0, lt=1, description="Share of steps spent warming up.")
+    schedule: Literal["cosine", "linear", "constant"] = Field("cosine", description="Learning-rate schedule.")
+    max_grad_norm: float = Field(1.0, gt=0, description="Gradient clipping norm.")
+    max_length: int = Field(512, ge=16, description="Longest tokenised example; longer ones are cut.")
+    group_by_length: bool = Field(True, description="Batch examples of similar length to avoid padding.")
+    mixed_precision: Literal["auto", "no", "bf16", "fp16"] = Field(
+        "auto", description="'auto': bf16 on a GPU that has it, else fp16 on a GPU, else none."
+    )
+    checkpoint_every: int = Field(100, ge=1, description="Save a resumable checkpoint every N steps.")
+    keep_checkpoints: int = Field(2, ge=1, description="Most recent checkpoints to keep.")
+    log_every: int = Field(10, ge=1, description="Write a line to train_log.jsonl every N steps.")
+    report_to: list[Literal["tensorboard", "wandb", "mlflow"]] = Field(
+        default_factory=list, description="Experiment trackers to log to, when installed."
+    )
+
+
+class StudentConfig(_Strict):
+    """A student model to distil into."""
+
+    name: str = Field(description="Short name; the trained student goes to students/<name>/.")
+    path: str | None = Field(None, description="Hugging Face model id or local directory of the base model.")
+    tiny: TinyModelConfig | None = Field(None, description="Build a tiny model locally (demo, tests).")
+    method: Literal["lora", "qlora", "full"] = Field(
+        "lora", description="'lora', 'qlora' (4-bit, GPU) or 'full'."
+    )
+    format: Literal["multitask", "single"] = Field(
+        "multitask",
+        description="'multitask' (TinyLLM: an answer task plus one rationale task per teacher) or 'single' "
+        "(Fine-tune-CoT: question -> rationale then answer).",
+    )
+    teachers: list[str] | None = Field(None, description="Teachers whose rationales it learns; default: all.")
+    answer_weight: float = Field(1.0, ge=0, description="gamma: weight of the answer task's loss.")
+    rationale_weights: dict[str, float] = Field(
+        default_factory=dict, description="alpha_i per teacher name (default 1.0 each)."
+    )
+    kl_weight: float = Field(
+        0.0, ge=0, description="Weight of the white-box KL term for local teachers that share the tokenizer."
+    )
+    kl_kind: Literal["forward_kl", "jsd"] = Field(
+        "forward_kl", description="Divergence of the white-box term."
+    )
+    merge: bool = Field(False, description="Also save LoRA-merged full weights (students/<name>/merged).")
+    lora: dict[str, Any] = Field(default_factory=dict, description="Overrides of configs/lora_config.json.")
+    hyperparameters: dict[str, Any] = Field(
+        default_factory=dict, description="Overrides of configs/hyperparameters.yaml for this student."
+    )
+
+    @model_validator(mode="after")
+    def _one_source(self) -> StudentConfig:
+        if (self.path is None) == (self.tiny is None):
+            raise ValueError("give exactly one of 'path' or 'tiny'")
+        return self
+
+
 class StudyConfig(_Strict):
     """A whole study: data, teachers, models and evaluation settings."""
 
@@ -230,10 +307,23 @@ class StudyConfig(_Strict):
     models: list[ModelConfig] = Field(default_factory=list, description="Models to evaluate.")
     teachers: list[TeacherConfig] = Field(default_factory=list, description="Teacher models.")
     teach: TeachConfig = Field(default_factory=TeachConfig)
+    students: list[StudentConfig] = Field(
+        default_factory=list, description="Students to train, smallest first."
+    )
+    lora: dict[str, Any] = Field(
+        default_factory=dict, description="Study-wide overrides of lora_config.json."
+    )
+    hyperparameters: dict[str, Any] = Field(
+        default_factory=dict, description="Study-wide overrides of hyperparameters.yaml."
+    )
 
     @model_validator(mode="after")
     def _unique_names(self) -> StudyConfig:
-        for kind, items in (("models", self.models), ("teachers", self.teachers)):
+        for kind, items in (
+            ("models", self.models),
+            ("teachers", self.teachers),
+            ("students", self.students),
+        ):
             seen: set[str] = set()
             for item in items:
                 if item.name in seen:
@@ -304,3 +394,54 @@ def load_config(path: str | Path) -> StudyConfig:
         problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
         raise UserError(f"invalid YAML: {problem}", path=path, line=mark.line + 1 if mark else None) from None
     return parse_config(data, source=path, node=node)
+
+
+def shipped_config_dir() -> Path:
+    """`configs/`: inside the installed package, or beside the source in a checkout."""
+    here = Path(__file__).resolve().parent
+    for candidate in (here / "configs", here.parents[1] / "configs"):
+        if (candidate / "hyperparameters.yaml").is_file():
+            return candidate
+    raise UserError(
+        "the shipped configs (hyperparameters.yaml, lora_config.json) are missing from this install"
+    )
+
+
+def _validated(model: type[BaseModel], data: dict, where: str, source: str | Path) -> Any:
+    try:
+        return model.model_validate(data)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        message = first["msg"].removeprefix("Value error, ")
+        raise UserError(f"{where}{_key_path(tuple(first['loc']))}: {message}", path=source) from None
+
+
+def training_settings(study: StudyConfig, index: int) -> tuple[LoraSettings, Hyperparameters]:
+    """LoRA settings and hyperparameters of student `index`: the shipped defaults
+    (configs/lora_config.json, configs/hyperparameters.yaml), then the study's overrides, then the
+    student's own. A mistake names the key that made it, e.g. `students[1].hyperparameters.batch_size`."""
+    import json
+
+    folder = shipped_config_dir()
+    lora_file, hp_file = folder / "lora_config.json", folder / "hyperparameters.yaml"
+    try:
+        lora = json.loads(lora_file.read_text(encoding="utf-8"))
+        hyper = yaml.safe_load(hp_file.read_text(encoding="utf-8")) or {}
+    except (OSError, ValueError, yaml.YAMLError) as exc:
+        raise UserError(f"cannot read the shipped training defaults: {exc}", path=folder) from None
+    student = study.students[index]
+    _validated(LoraSettings, lora, "", lora_file)
+    _validated(Hyperparameters, hyper, "", hp_file)
+    _validated(LoraSettings, {**lora, **study.lora}, "lora.", "study config")
+    _validated(Hyperparameters, {**hyper, **study.hyperparameters}, "hyperparameters.", "study config")
+    where = f"students[{index}]."
+    lora_settings = _validated(
+        LoraSettings, {**lora, **study.lora, **student.lora}, where + "lora.", "study config"
+    )
+    hyperparameters = _validated(
+        Hyperparameters,
+        {**hyper, **study.hyperparameters, **student.hyperparameters},
+        where + "hyperparameters.",
+        "study config",
+    )
+    return lora_settings, hyperparameters
