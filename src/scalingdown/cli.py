@@ -145,6 +145,24 @@ def teach(
 
 @app.command()
 @user_errors
+def train(
+    config: Path = typer.Argument(..., help="Study config (YAML) with a 'students' list."),
+    run_dir: str | None = RUN_DIR,
+    student: list[str] | None = typer.Option(None, help="Train only this student (repeat for several)."),
+    force: bool = typer.Option(False, help="Train again even when the saved student matches its config."),
+) -> None:
+    """Distil every student from the teachers' rationales -> students/<name>/ (resumes from checkpoints).
+
+    Runs the same under `accelerate launch` or `torchrun` for several GPUs or processes.
+    """
+    from scalingdown.study import ensure_students
+
+    study = load_study(config, {"run_dir": run_dir})
+    ensure_students(study, only=student or None, force=force)
+
+
+@app.command()
+@user_errors
 def serve(
     model_path: str = typer.Argument(..., help="Local model directory (or Hugging Face id) to serve."),
     host: str = typer.Option(

@@ -109,6 +109,37 @@ def _print_teachers(summaries: dict[str, dict]) -> None:
     console.print(table)
 
 
+def ensure_students(study: StudyConfig, *, only: list[str] | None = None, force: bool = False) -> dict:
+    """The train stage; a student already trained with the same config is skipped."""
+    from scalingdown.train.stage import run_train_stage
+
+    started = time.perf_counter()
+    summaries = run_train_stage(study, only=only, force=force)
+    update_manifest(Path(study.run_dir), study, "train", seconds=time.perf_counter() - started)
+    for name, s in summaries.items():
+        if "error" in s:
+            console.print(f"[red]student {name} failed:[/red] {escape(s['error'])}")
+        elif "skipped" in s:
+            console.print(f"[dim]train {name}: done")
+        else:
+            console.print(
+                f"train {name}: {s['steps']} steps, final loss {s['final_loss']:.3f}, "
+                f"{s['trainable_parameters']:,} of {s['total_parameters']:,} parameters trained, "
+                f"{s['tokens_per_second']:.0f} tokens/s"
+            )
+    return summaries
+
+
+def student_models(study: StudyConfig) -> list[ModelConfig]:
+    """Every trained student as a model to evaluate, prompted the way it was trained."""
+    run_dir = Path(study.run_dir)
+    return [
+        ModelConfig(name=s.name, path=str(run_dir / "students" / s.name), prompt="student")
+        for s in study.students
+        if (run_dir / "students" / s.name / "scalingdown.json").is_file()
+    ]
+
+
 def model_path(spec: ModelConfig, study: StudyConfig) -> str:
     """Where the model lives: its own path, or a tiny model built (once) inside the run directory."""
     if spec.path is not None:
@@ -224,15 +255,18 @@ def score_external(study: StudyConfig, predictions: Path, *, name: str) -> dict:
 
 
 def run_study(study: StudyConfig) -> None:
-    """data -> teach -> eval (every model); each step skips what is already done."""
+    """data -> teach -> train -> eval (students and models); each step skips what is already done."""
     run_dir = Path(study.run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
     console.rule(f"study {study.name} -> {run_dir}")
     ensure_data(study)
     if study.teachers:
         ensure_teach(study)
-    if not study.models:
+    if study.students:
+        ensure_students(study)
+    models = student_models(study) + list(study.models)
+    if not models:
         console.print("[yellow]no models configured: nothing to evaluate")
         return
-    evaluate_models(study, force=False)
+    evaluate_models(study.model_copy(update={"models": models}), force=False)
     console.print(f"results: {run_dir / 'eval'}/<model>/metrics.json")

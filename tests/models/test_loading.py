@@ -164,3 +164,85 @@ def test_a_bare_name_is_not_tried_on_the_hub(monkeypatch):
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     with pytest.raises(UserError, match="no such model directory"):
         load_model("definitely-not-a-local-dir")
+
+
+def _save_adapter(base_dir: Path, out: Path, *, seq2seq: bool = False) -> torch.nn.Module:
+    """A LoRA adapter on `base_dir` with non-zero B matrices (so it changes the output), saved to
+    `out` with the tokenizer the way a trained student is; returns the in-memory PEFT model."""
+    from peft import LoraConfig, TaskType, get_peft_model
+    from transformers import AutoModelForCausalLM, AutoModelForSeq2SeqLM, AutoTokenizer
+
+    auto_class = AutoModelForSeq2SeqLM if seq2seq else AutoModelForCausalLM
+    model = auto_class.from_pretrained(str(base_dir))
+    task = TaskType.SEQ_2_SEQ_LM if seq2seq else TaskType.CAUSAL_LM
+    peft_model = get_peft_model(
+        model, LoraConfig(r=4, lora_alpha=8, target_modules="all-linear", task_type=task)
+    )
+    generator = torch.Generator().manual_seed(0)
+    with torch.no_grad():
+        for name, param in peft_model.named_parameters():
+            if "lora_B" in name:
+                param.copy_(torch.randn(param.shape, generator=generator) * 0.3)
+    peft_model.save_pretrained(out)
+    AutoTokenizer.from_pretrained(str(base_dir)).save_pretrained(out)
+    return peft_model.eval()
+
+
+@pytest.mark.parametrize("arch", ["llama", "t5"])
+def test_a_lora_adapter_directory_loads_as_its_base_with_the_adapter_merged(models_dir, tmp_path, arch):
+    adapter_dir = tmp_path / "student"
+    peft_model = _save_adapter(models_dir / arch, adapter_dir, seq2seq=arch == "t5")
+    assert not (adapter_dir / "config.json").exists()
+    loaded = load_model(str(adapter_dir), device="cpu", dtype="float32")
+    base = load_model(str(models_dir / arch), device="cpu", dtype="float32")
+    assert loaded.is_seq2seq == (arch == "t5")
+    assert loaded.tokenizer.padding_side == ("right" if arch == "t5" else "left")
+    assert not loaded.model.training
+    assert not any("lora_" in name for name, _ in loaded.model.named_parameters())
+    assert loaded.num_parameters == base.num_parameters == sum(p.numel() for p in loaded.model.parameters())
+    assert loaded.name_or_path == str(adapter_dir)
+    batch = loaded.tokenizer(["Question: 3 + 4 = ?\nAnswer:"], return_tensors="pt")
+    if arch == "t5":
+        batch["decoder_input_ids"] = torch.tensor([[loaded.model.config.decoder_start_token_id, 7]])
+    with torch.no_grad():
+        merged, adapted, plain = (m(**batch).logits for m in (loaded.model, peft_model, base.model))
+    assert torch.allclose(merged, adapted, atol=1e-4)
+    assert (merged - plain).abs().max() > 1e-2  # the adapter is really applied
+
+
+def test_an_adapter_finds_a_relative_base_from_its_own_directory(models_dir, tmp_path, monkeypatch):
+    shutil.copytree(models_dir / "llama", tmp_path / "base")
+    adapter_dir = tmp_path / "students" / "s"
+    _save_adapter(tmp_path / "base", adapter_dir)
+    config_path = adapter_dir / "adapter_config.json"
+    config = json.loads(config_path.read_text())
+    config["base_model_name_or_path"] = "../../base"
+    config_path.write_text(json.dumps(config))
+    monkeypatch.chdir(models_dir)  # not where the relative path starts
+    loaded = load_model(str(adapter_dir), device="cpu")
+    assert not loaded.is_seq2seq
+
+
+def test_an_adapter_whose_base_is_gone_names_both(models_dir, tmp_path):
+    shutil.copytree(models_dir / "llama", tmp_path / "base")
+    adapter_dir = tmp_path / "student"
+    _save_adapter(tmp_path / "base", adapter_dir)
+    shutil.rmtree(tmp_path / "base")
+    with pytest.raises(UserError) as info:
+        load_model(str(adapter_dir), device="cpu")
+    message = str(info.value)
+    assert message.startswith(f"{adapter_dir}: ")
+    assert str(tmp_path / "base") in message and "cannot be found" in message
+    assert "\n" not in message
+
+
+def test_an_adapter_whose_base_fails_to_load_names_both(models_dir, tmp_path):
+    shutil.copytree(models_dir / "llama", tmp_path / "base")
+    adapter_dir = tmp_path / "student"
+    _save_adapter(tmp_path / "base", adapter_dir)
+    (tmp_path / "base" / "model.safetensors").unlink()
+    with pytest.raises(UserError) as info:
+        load_model(str(adapter_dir), device="cpu")
+    message = str(info.value)
+    assert message.startswith(f"{adapter_dir}: cannot load the adapter's base model: {tmp_path / 'base'}: ")
+    assert "incomplete model directory" in message

@@ -61,8 +61,9 @@ def few_shot(problem: Problem, exemplars: Sequence[Problem]) -> str:
 
 
 def from_template(problem: Problem, template: str) -> str:
-    """A student's own format: a template with `{question}` (and optionally `{options}`)."""
-    options = ""
-    if problem.options:
-        options = " ".join(f"{k}) {v}" for k, v in problem.options.items())
+    """A student's own format: a template with `{question}` (and optionally `{options}`).
+
+    `{options}` renders as in `question_block` ("\nOptions: A) ... E) ..."), the way training wrote it.
+    """
+    options = question_block(problem)[len(problem.question.strip()) :]
     return template.format(question=problem.question.strip(), options=options)

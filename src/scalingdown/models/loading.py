@@ -4,12 +4,16 @@
 picks device and dtype, readies the tokenizer for batched generation, and turns every way a name
 can be wrong into one `UserError` line that names it. A string is tried as a Hub id only when it is
 not an existing path and looks like "org/name"; with `HF_HUB_OFFLINE=1` no network is touched.
+A saved LoRA student (a PEFT adapter directory) loads too: its base, with the adapter merged in.
+`load_pretrained` is the shared first half, also used to build students for training.
 """
 
 from __future__ import annotations
 
+import json
 import os
 import re
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -32,6 +36,7 @@ hf_logging.disable_progress_bar()
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 # "org/name" as the Hub spells repository ids; a leading "." or "/" means a path, never an id.
 HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
+ADAPTER_CONFIG = "adapter_config.json"  # what PEFT's save_pretrained writes beside the adapter weights
 
 
 @dataclass
@@ -106,15 +111,27 @@ def _hub_failure(name: str, exc: BaseException) -> UserError:
     )
 
 
-def load_model(name_or_path: str, *, device: str = "auto", dtype: str = "auto") -> LoadedModel:
-    """Load a causal or seq2seq LM and its tokenizer, in eval mode, on `device` in `dtype`.
+def is_adapter_dir(path: str | Path) -> bool:
+    """True for a saved PEFT adapter (a LoRA student): adapter_config.json and no config.json."""
+    path = Path(path).expanduser()
+    return (path / ADAPTER_CONFIG).is_file() and not (path / "config.json").is_file()
 
-    Causal models get left padding (so a batch of prompts ends where generation starts) and, when
-    the tokenizer has no pad token, eos as pad.
+
+def load_pretrained(
+    name_or_path: str,
+    *,
+    device: torch.device,
+    dtype: torch.dtype,
+    quantization_config: object | None = None,
+    with_tokenizer: bool = True,
+) -> tuple[PreTrainedModel, PreTrainedTokenizerBase | None, bool]:
+    """The base of `load_model` and of training students: `(model, tokenizer, is_seq2seq)`.
+
+    Causal or seq2seq is read from the config; every failure is one `UserError` line naming the
+    model. The model is returned as transformers gives it (no padding side, no eval mode);
+    `quantization_config` (e.g. a `BitsAndBytesConfig`) is passed through to `from_pretrained`.
     """
     name, from_hub = _locate(str(name_or_path))
-    target_device = resolve_device(device)
-    target_dtype = resolve_dtype(dtype, target_device)
     # Offline, only files already in the local cache are used and nothing waits on the network.
     options = {"local_files_only": True} if from_hub and hub_offline() else {}
 
@@ -132,12 +149,15 @@ def load_model(name_or_path: str, *, device: str = "auto", dtype: str = "auto") 
 
     is_seq2seq = bool(getattr(config, "is_encoder_decoder", False))
     auto_class = AutoModelForSeq2SeqLM if is_seq2seq else AutoModelForCausalLM
+    extra = {"quantization_config": quantization_config} if quantization_config is not None else {}
+    tokenizer = None
     try:
         # device_map puts the weights straight onto the device instead of staging them in CPU memory.
         model = auto_class.from_pretrained(
-            name, config=config, dtype=target_dtype, device_map=target_device, **options
+            name, config=config, dtype=dtype, device_map=device, **options, **extra
         )
-        tokenizer = AutoTokenizer.from_pretrained(name, **options)
+        if with_tokenizer:
+            tokenizer = AutoTokenizer.from_pretrained(name, **options)
     except ValueError as exc:  # e.g. a vision model: no causal or seq2seq LM class for its config
         first = str(exc).strip().splitlines()[0]
         raise UserError(f"cannot load as a language model ({first})", path=name) from None
@@ -146,6 +166,87 @@ def load_model(name_or_path: str, *, device: str = "auto", dtype: str = "auto") 
             raise _hub_failure(name, exc) from None
         first = str(exc).strip().splitlines()[0]
         raise UserError(f"incomplete model directory ({first})", path=name) from None
+    return model, tokenizer, is_seq2seq
+
+
+def adapter_base(adapter_dir: str | Path) -> str:
+    """The base model a saved adapter was trained on, as something `load_pretrained` can find.
+
+    A relative local path is tried from the working directory, then from the adapter directory (so
+    a run directory that was moved still loads); a base that is neither a directory nor a Hub id is
+    a `UserError` naming both the adapter and the base.
+    """
+    adapter_dir = Path(adapter_dir).expanduser()
+    config_path = adapter_dir / ADAPTER_CONFIG
+    try:
+        config = json.loads(config_path.read_text(encoding="utf-8"))
+    except (OSError, json.JSONDecodeError) as exc:
+        raise UserError(f"cannot read the adapter config ({exc})", path=config_path) from None
+    base = config.get("base_model_name_or_path") if isinstance(config, dict) else None
+    if not isinstance(base, str) or not base.strip():
+        raise UserError("the adapter config names no base model (base_model_name_or_path)", path=config_path)
+    candidate = Path(base).expanduser()
+    if candidate.is_dir():
+        return str(candidate)
+    if not candidate.is_absolute() and (adapter_dir / candidate).is_dir():
+        return str(adapter_dir / candidate)
+    if not candidate.exists() and HUB_ID.match(base):
+        return base
+    raise UserError(
+        f"the adapter's base model {base} cannot be found (no such directory, and not a Hub id); "
+        "put the base model back there or edit base_model_name_or_path in adapter_config.json",
+        path=adapter_dir,
+    )
+
+
+def _apply_adapter(
+    adapter_dir: str, device: torch.device, dtype: torch.dtype
+) -> tuple[PreTrainedModel, PreTrainedTokenizerBase, bool]:
+    """Base model + the saved LoRA adapter, merged into plain weights (no adapter overhead when
+    generating). The tokenizer comes from the adapter directory, or the base when it has none."""
+    from peft import PeftModel  # only adapter directories need peft
+
+    base = adapter_base(adapter_dir)
+    try:
+        model, tokenizer, is_seq2seq = load_pretrained(base, device=device, dtype=dtype)
+    except UserError as exc:  # say which adapter wanted it, not only which base failed
+        raise UserError(f"cannot load the adapter's base model: {exc}", path=adapter_dir) from None
+    try:
+        with warnings.catch_warnings():
+            # PEFT asks transformers a deprecated question; the warning says nothing to our user.
+            warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing", category=FutureWarning)
+            model = PeftModel.from_pretrained(model, adapter_dir).merge_and_unload()
+    except (OSError, ValueError, RuntimeError, KeyError) as exc:  # missing weights, mismatched shapes
+        first = str(exc).strip().splitlines()[0]
+        raise UserError(
+            f"cannot apply the adapter to its base model {base} ({first})", path=adapter_dir
+        ) from None
+    if (Path(adapter_dir) / "tokenizer_config.json").is_file():
+        try:
+            tokenizer = AutoTokenizer.from_pretrained(adapter_dir)
+        except (OSError, ValueError) as exc:
+            first = str(exc).strip().splitlines()[0]
+            raise UserError(f"cannot read the student's tokenizer ({first})", path=adapter_dir) from None
+    return model, tokenizer, is_seq2seq
+
+
+def load_model(name_or_path: str, *, device: str = "auto", dtype: str = "auto") -> LoadedModel:
+    """Load a causal or seq2seq LM and its tokenizer, in eval mode, on `device` in `dtype`.
+
+    `name_or_path` is a model directory, a Hub id, or a saved LoRA student (adapter_config.json
+    and no config.json): its base is loaded, the adapter applied and merged. Causal models get left
+    padding (so a batch of prompts ends where generation starts) and, when the tokenizer has no pad
+    token, eos as pad.
+    """
+    target_device = resolve_device(device)
+    target_dtype = resolve_dtype(dtype, target_device)
+    name = str(name_or_path)
+    if name.strip() and is_adapter_dir(name):
+        model, tokenizer, is_seq2seq = _apply_adapter(
+            str(Path(name).expanduser()), target_device, target_dtype
+        )
+    else:
+        model, tokenizer, is_seq2seq = load_pretrained(name, device=target_device, dtype=target_dtype)
 
     if tokenizer.pad_token is None:
         if tokenizer.eos_token is None:
@@ -164,5 +265,5 @@ def load_model(name_or_path: str, *, device: str = "auto", dtype: str = "auto") 
         device=target_device,
         dtype=target_dtype,
         num_parameters=sum(p.numel() for p in model.parameters()),
-        name_or_path=str(name_or_path),
+        name_or_path=name,
     )

@@ -1,0 +1,234 @@
+"""The train stage: each student learns the answer and every teacher's rationale -> students/<name>/.
+
+For each configured student: its rationales (teachers/<name>/rationales.jsonl, verified ones), the
+TinyLLM examples (answer task + one rationale task per teacher, or the single-sequence format),
+tokenised with prompt tokens masked, the base model with LoRA / QLoRA / full fine-tuning, the loop
+(`train.loop.train`), then the saved student: adapter or weights, tokenizer, `scalingdown.json`
+(format and prompt template, so `scalingdown eval --prompt student` prompts it as it was trained),
+a model card and `train_log.jsonl`. Checkpoints live in checkpoints/<name>/ so a crashed run
+resumes. Runs the same under `accelerate launch` / `torchrun` (the main process saves).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import shutil
+from collections import Counter
+from pathlib import Path
+
+from scalingdown.artifacts import read_json, write_json
+from scalingdown.config import StudentConfig, StudyConfig, training_settings
+from scalingdown.data.schema import Problem
+from scalingdown.errors import UserError
+from scalingdown.train.examples import build_examples, data_hash, load_rationales, student_prompt_record
+
+STUDENT_FILE = "scalingdown.json"
+
+
+def student_dir(run_dir: Path, name: str) -> Path:
+    return run_dir / "students" / name
+
+
+def _digest(obj: object) -> str:
+    return hashlib.sha256(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+def base_model_path(spec: StudentConfig, study: StudyConfig, texts: list[str]) -> str:
+    """The base model: the configured path, or a tiny model built (once) from the task's text."""
+    if spec.path is not None:
+        return spec.path
+    from accelerate import PartialState
+
+    from scalingdown.models.tiny import build_tiny
+
+    out = Path(study.run_dir) / "students" / ".base" / spec.name
+    with PartialState().main_process_first():  # one process builds, the others then reuse it
+        build_tiny(spec.tiny, texts, out, seed=study.seed, progress=False)
+    return str(out)
+
+
+def task_weights(spec: StudentConfig, teachers: list[str], where: str) -> dict[str, float]:
+    unknown = sorted(set(spec.rationale_weights) - set(teachers))
+    if unknown:
+        raise UserError(
+            f"{where}.rationale_weights.{unknown[0]}: not one of this student's teachers ({teachers})"
+        )
+    if spec.format == "single":
+        return {"single": 1.0}
+    weights = {"answer": spec.answer_weight}
+    weights.update({f"rationale:{t}": spec.rationale_weights.get(t, 1.0) for t in teachers})
+    return weights
+
+
+def white_box_teachers(
+    spec: StudentConfig, study: StudyConfig, tokenizer, task_index: dict[str, int], where: str
+):
+    """Local `hf` teachers that share the student's tokenizer, for the KL term."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from scalingdown.train.loop import WhiteBox
+
+    chosen = []
+    for teacher in study.teachers:
+        task = task_index.get(f"rationale:{teacher.name}")
+        if teacher.backend != "hf" or task is None:
+            continue
+        if AutoTokenizer.from_pretrained(teacher.model).get_vocab() != tokenizer.get_vocab():
+            raise UserError(
+                f"{where}.kl_weight: teacher {teacher.name!r} does not share the student's tokenizer"
+            )
+        chosen.append(WhiteBox(task=task, model=AutoModelForCausalLM.from_pretrained(teacher.model)))
+    if not chosen:
+        raise UserError(f"{where}.kl_weight: needs a local 'hf' teacher among this student's teachers")
+    return chosen
+
+
+def train_student(study: StudyConfig, index: int, problems: list[Problem], *, progress: bool = True) -> dict:
+    """Train student `index` of the study and save it; returns its summary."""
+    from accelerate import PartialState
+
+    from scalingdown.evaluate.efficiency import package_versions
+    from scalingdown.train.batching import tokenize_examples
+    from scalingdown.train.loop import train
+    from scalingdown.train.objective import example_weight
+    from scalingdown.train.output import save_student
+    from scalingdown.train.students import load_student
+
+    spec = study.students[index]
+    where = f"students[{index}]"
+    run_dir = Path(study.run_dir)
+    lora, hp = training_settings(study, index)
+    # The student learns from every rationale the teach stage kept: with policy 'keep' or 'flag' that
+    # includes unverified ones, with 'drop' only verified ones are there.
+    rationales = load_rationales(
+        run_dir,
+        spec.teachers,
+        problems=problems,
+        where=f"{where}.teachers",
+        include_unverified=study.teach.policy in ("keep", "flag"),
+    )
+    teachers = sorted(rationales)
+    weights_by_task = task_weights(spec, teachers, where)
+    examples = build_examples(problems, rationales, fmt=spec.format)
+    if not examples:
+        raise UserError(
+            f"{where}: no training examples (the teachers kept no rationale for any train problem)"
+        )
+    texts = [e.prompt + e.target for e in examples]
+    base = base_model_path(spec, study, texts)
+    student = load_student(base, method=spec.method, lora=lora, where=where)
+    task_names = list(weights_by_task)
+    task_index = {name: i for i, name in enumerate(task_names)}
+    features = tokenize_examples(
+        examples,
+        student.tokenizer,
+        max_length=hp.max_length,
+        is_seq2seq=student.is_seq2seq,
+        task_index=task_index,
+    )
+    counts = Counter(task_names[f["task"]] for f in features)
+    weights = [
+        example_weight(task_names[f["task"]], weights_by_task, counts, len(features)) for f in features
+    ]
+    white_box = []
+    if spec.kl_weight > 0:
+        white_box = white_box_teachers(spec, study, student.tokenizer, task_index, where)
+    work = run_dir / "checkpoints" / spec.name
+    result = train(
+        student.model,
+        features=features,
+        weights=weights,
+        num_tasks=len(task_names),
+        task_names=task_names,
+        pad_id=student.tokenizer.pad_token_id,
+        is_seq2seq=student.is_seq2seq,
+        hp=hp,
+        work_dir=work,
+        seed=study.seed,
+        white_box=white_box,
+        kl_weight=spec.kl_weight,
+        kl_kind=spec.kl_kind,
+        progress=progress,
+    )
+    summary = {
+        "student": spec.name,
+        "base_model": spec.path or "tiny",
+        "method": spec.method,
+        "format": spec.format,
+        "teachers": teachers,
+        "task_weights": weights_by_task,
+        "examples": dict(counts),
+        "steps": result.steps,
+        "final_loss": result.final_loss,
+        "tokens_per_second": result.tokens_per_second,
+        "train_seconds": result.seconds,
+        "resumed_from_step": result.resumed_from,
+        "trainable_parameters": student.trainable_parameters,
+        "total_parameters": student.total_parameters,
+        "data_hash": data_hash(examples),
+        "spec_digest": spec_digest(study, index),
+    }
+    state = PartialState()
+    if state.is_main_process:
+        metadata = {
+            **student_prompt_record(spec.format),
+            **summary,
+            "losses": result.losses,
+            "config": spec.model_dump(mode="json"),
+            "lora": lora.model_dump(mode="json"),
+            "hyperparameters": hp.model_dump(mode="json"),
+            "seed": study.seed,
+            "versions": package_versions(("scalingdown", "torch", "transformers", "peft", "accelerate")),
+        }
+        out = save_student(student, student_dir(run_dir, spec.name), metadata=metadata, merge=spec.merge)
+        log = work / "train_log.jsonl"
+        if log.exists():
+            shutil.copyfile(log, out / "train_log.jsonl")
+    state.wait_for_everyone()
+    return summary
+
+
+def spec_digest(study: StudyConfig, index: int) -> str:
+    """What a trained student depends on in the config (its spec, the study-wide overrides, the seed)."""
+    spec = study.students[index]
+    return _digest([spec.model_dump(mode="json"), study.lora, study.hyperparameters, study.seed])
+
+
+def is_trained(study: StudyConfig, index: int) -> bool:
+    meta = student_dir(Path(study.run_dir), study.students[index].name) / STUDENT_FILE
+    return meta.is_file() and read_json(meta).get("spec_digest") == spec_digest(study, index)
+
+
+def run_train_stage(
+    study: StudyConfig, *, only: list[str] | None = None, force: bool = False, progress: bool = True
+) -> dict[str, dict]:
+    """Train every student (or those named in `only`); one that fails is reported, the others go on."""
+    from scalingdown.data.stage import load_run_problems
+
+    if not study.students:
+        raise UserError("no students configured (the 'students' list is empty)")
+    known = [s.name for s in study.students]
+    for name in only or []:
+        if name not in known:
+            raise UserError(f"--student {name!r}: not a student of this study ({', '.join(known)})")
+    run_dir = Path(study.run_dir)
+    problems = load_run_problems(run_dir, "train")
+    summaries: dict[str, dict] = {}
+    for index, spec in enumerate(study.students):
+        if only and spec.name not in only:
+            continue
+        if not force and is_trained(study, index):
+            summaries[spec.name] = {"student": spec.name, "skipped": "already trained with this config"}
+            continue
+        try:
+            summaries[spec.name] = train_student(study, index, problems, progress=progress)
+        except UserError as exc:
+            if len(study.students) == 1 or only:
+                raise
+            summaries[spec.name] = {"student": spec.name, "error": str(exc)}
+    from accelerate import PartialState
+
+    if PartialState().is_main_process:
+        write_json(run_dir / "students" / "summary.json", summaries)
+    return summaries

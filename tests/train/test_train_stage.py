@@ -1,0 +1,297 @@
+"""The train stage end to end on the synthetic task with tiny real models.
+
+Rationales come from the teach stage (two `replay` teachers reading worked solutions), so the path
+is the one a study takes: teach -> train -> eval with the student's own prompt format.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import yaml
+
+from scalingdown.artifacts import read_json, read_jsonl
+from scalingdown.config import parse_config
+from scalingdown.data.schema import write_problems
+from scalingdown.data.synthetic import generate
+from scalingdown.errors import UserError
+from scalingdown.evaluate.prompts import worked_solution
+from scalingdown.teach.stage import run_teach_stage
+from scalingdown.train.stage import run_train_stage
+
+TINY = {
+    "arch": "llama",
+    "hidden_size": 48,
+    "num_layers": 2,
+    "num_heads": 4,
+    "vocab_size": 320,
+    "max_positions": 256,
+}
+FAST = {
+    "batch_size": 16,
+    "learning_rate": 3e-3,
+    "warmup_ratio": 0.05,
+    "log_every": 5,
+    "checkpoint_every": 10,
+    "max_length": 160,
+    "mixed_precision": "no",
+}
+
+
+def _reworded(text: str) -> str:
+    """A second teacher's style: the same steps, said differently."""
+    return text.replace(" starts with ", " has ").replace("Then ", "Next, ")
+
+
+@pytest.fixture(scope="module")
+def taught_run(tmp_path_factory) -> Path:
+    """A run directory with synthetic problems and two teachers' verified rationales."""
+    root = tmp_path_factory.mktemp("taught")
+    train = generate(240, seed=11, split="train", max_steps=1, max_value=9)
+    test = generate(60, seed=12, split="test", max_steps=1, max_value=9)
+    run = root / "run"
+    write_problems(run / "data" / "train.jsonl", train)
+    write_problems(run / "data" / "test.jsonl", test)
+    for name, style in (("careful", worked_solution), ("chatty", lambda p: _reworded(worked_solution(p)))):
+        (root / f"{name}.jsonl").write_text(
+            "".join(json.dumps({"id": p.id, "text": style(p)}) + "\n" for p in train)
+        )
+    study = parse_config(
+        {
+            "run_dir": str(run),
+            "teachers": [
+                {"name": n, "backend": "replay", "model": str(root / f"{n}.jsonl"), "num_examples": 0}
+                for n in ("careful", "chatty")
+            ],
+            "teach": {"free_eval_problems": 0},
+        }
+    )
+    summaries = run_teach_stage(study, progress=False)
+    assert all(s["verified"] == 240 for s in summaries.values())
+    return run
+
+
+def _study(run: Path, **student) -> object:
+    spec = {
+        "name": "s",
+        "tiny": TINY,
+        "method": "full",
+        "hyperparameters": {**FAST, "max_steps": 12},
+        **student,
+    }
+    return parse_config(
+        {
+            "run_dir": str(run),
+            "seed": 0,
+            "students": [spec],
+            "teachers": [{"name": n, "backend": "replay", "model": "unused"} for n in ("careful", "chatty")],
+        }
+    )
+
+
+def test_a_student_learns_both_teachers_and_is_saved_for_eval(taught_run, tmp_path):
+    run = tmp_path / "run"
+    _copy_run(taught_run, run)
+    summary = run_train_stage(_study(run), progress=False)["s"]
+    out = run / "students" / "s"
+    meta = read_json(out / "scalingdown.json")
+    assert meta["format"] == "multitask" and "{question}" in meta["prompt_template"]
+    assert meta["teachers"] == ["careful", "chatty"]
+    assert set(meta["examples"]) == {"answer", "rationale:careful", "rationale:chatty"}
+    assert summary["steps"] == 12 and len(meta["losses"]) == 12
+    assert (out / "README.md").is_file() and (out / "config.json").is_file()
+    log = read_jsonl(out / "train_log.jsonl")
+    assert [r["step"] for r in log] == [5, 10, 12]
+    assert set(log[0]["task_losses"]) <= set(meta["examples"]) and log[0]["tokens_per_second"] > 0
+    # A second run with the same config skips; --force trains again.
+    assert run_train_stage(_study(run), progress=False)["s"].get("skipped")
+
+
+def test_seeded_tiny_run_pins_its_losses(taught_run, tmp_path):
+    first, second = tmp_path / "a", tmp_path / "b"
+    _copy_run(taught_run, first)
+    _copy_run(taught_run, second)
+    losses_a = read_json_losses(first)
+    losses_b = read_json_losses(second)
+    assert losses_a == pytest.approx(losses_b, abs=1e-6)  # same seed, same losses
+    assert losses_a[-1] < losses_a[0]
+    assert losses_a[:3] == pytest.approx(PINNED_FIRST_LOSSES, abs=2e-3)
+
+
+# Measured once with torch 2.13.0 (CPU) for the run above; a change here means the objective, the
+# batching or the initialisation changed - check which before re-pinning.
+# The loss is gamma*L_answer + sum_i alpha_i*L_rationale_i: three tasks near ln(vocab) = 5.77 each.
+PINNED_FIRST_LOSSES = [17.3363, 16.4465, 15.7229]
+
+
+def read_json_losses(run: Path) -> list[float]:
+    run_train_stage(_study(run), progress=False)
+    return read_json(run / "students" / "s" / "scalingdown.json")["losses"]
+
+
+def _copy_run(src: Path, dst: Path) -> None:
+    import shutil
+
+    shutil.copytree(src / "data", dst / "data")
+    shutil.copytree(src / "teachers", dst / "teachers")
+
+
+def _write_config(path: Path, run: Path, steps: int) -> Path:
+    study = {
+        "run_dir": str(run),
+        "seed": 0,
+        "teachers": [{"name": n, "backend": "replay", "model": "unused"} for n in ("careful", "chatty")],
+        "students": [
+            {
+                "name": "s",
+                "tiny": TINY,
+                "method": "full",
+                "hyperparameters": {**FAST, "max_steps": steps, "checkpoint_every": 5},
+            }
+        ],
+    }
+    path.write_text(yaml.safe_dump(study))
+    return path
+
+
+def test_kill_9_during_training_resumes_and_ends_with_the_same_loss(taught_run, tmp_path):
+    env = {**os.environ, "TQDM_DISABLE": "1"}
+    clean, crashed = tmp_path / "clean", tmp_path / "crashed"
+    _copy_run(taught_run, clean)
+    _copy_run(taught_run, crashed)
+    steps = 30
+    cmd = [sys.executable, "-m", "scalingdown.cli", "train"]
+    assert (
+        subprocess.run(
+            [*cmd, str(_write_config(tmp_path / "clean.yaml", clean, steps))],
+            env=env,
+            capture_output=True,
+            timeout=600,
+        ).returncode
+        == 0
+    )
+    config = _write_config(tmp_path / "crashed.yaml", crashed, steps)
+    proc = subprocess.Popen([*cmd, str(config)], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    checkpoints = crashed / "checkpoints" / "s" / "checkpoints"
+    deadline = time.monotonic() + 300
+    while time.monotonic() < deadline and not (checkpoints / "step-000010" / "trainer_state.json").exists():
+        time.sleep(0.05)
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    assert not (crashed / "students" / "s" / "scalingdown.json").exists(), "killed before it finished"
+    resumed = subprocess.run([*cmd, str(config)], env=env, capture_output=True, text=True, timeout=600)
+    assert resumed.returncode == 0, resumed.stderr
+    meta = read_json(crashed / "students" / "s" / "scalingdown.json")
+    reference = read_json(clean / "students" / "s" / "scalingdown.json")
+    assert meta["resumed_from_step"] >= 10
+    assert meta["steps"] == reference["steps"] == steps
+    assert meta["final_loss"] == pytest.approx(reference["final_loss"], rel=1e-3)
+    assert meta["losses"] == pytest.approx(reference["losses"], rel=1e-3)
+
+
+@pytest.mark.parametrize(
+    ("student", "message"),
+    [
+        ({"teachers": ["careful", "nobody"]}, r"students\[0\]\.teachers\[1\]: 'nobody' is not a teacher"),
+        ({"rationale_weights": {"nobody": 2.0}}, r"students\[0\]\.rationale_weights\.nobody"),
+        (
+            {"method": "lora", "lora": {"target_modules": ["q_projj"]}},
+            r"students\[0\]\.lora\.target_modules: .*q_projj",
+        ),
+        ({"method": "qlora"}, r"students\[0\]\.method: qlora needs a CUDA GPU"),
+        ({"hyperparameters": {"batch_size": 0}}, r"students\[0\]\.hyperparameters\.batch_size"),
+    ],
+)
+def test_bad_input_is_one_clear_line_and_writes_no_student(taught_run, tmp_path, student, message):
+    run = tmp_path / "run"
+    _copy_run(taught_run, run)
+    if student.get("method") == "qlora" and _has_cuda():
+        pytest.skip("a CUDA machine can run QLoRA")
+    with pytest.raises(UserError, match=message):
+        run_train_stage(_study(run, **student), progress=False)
+    assert not (run / "students" / "s").exists()
+
+
+def test_empty_rationales_are_skipped_and_no_examples_is_an_error(taught_run, tmp_path):
+    run = tmp_path / "run"
+    _copy_run(taught_run, run)
+    for name in ("careful", "chatty"):
+        path = run / "teachers" / name / "rationales.jsonl"
+        rows = [{**r, "text": ""} for r in read_jsonl(path)]
+        path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    with pytest.raises(UserError, match="no training examples"):
+        run_train_stage(_study(run, format="single"), progress=False)
+
+
+def test_a_batch_that_does_not_fit_is_a_clear_error_and_leaves_checkpoints_whole(
+    taught_run, tmp_path, monkeypatch
+):
+    import torch
+
+    from scalingdown.train import loop
+
+    run = tmp_path / "run"
+    _copy_run(taught_run, run)
+    calls = {"n": 0}
+    original = loop.multitask_loss
+
+    def fails_late(*args, **kwargs):
+        calls["n"] += 1
+        if calls["n"] > 11:  # after the step-10 checkpoint
+            raise torch.OutOfMemoryError("CUDA out of memory (simulated)")
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr(loop, "multitask_loss", fails_late)
+    with pytest.raises(UserError, match=r"hyperparameters\.batch_size: a batch of 16 .* does not fit"):
+        run_train_stage(_study(run), progress=False)
+    checkpoint = run / "checkpoints" / "s" / "checkpoints" / "step-000010"
+    assert (checkpoint / "trainer_state.json").is_file()
+    assert not list(checkpoint.parent.glob(".*.tmp"))
+
+
+def _has_cuda() -> bool:
+    import torch
+
+    return torch.cuda.is_available()
+
+
+def test_trained_student_beats_the_same_model_untrained(taught_run, tmp_path):
+    """The issue's "done when": eval with the student's own prompt format, above the untrained model."""
+    from scalingdown.config import EvalConfig
+    from scalingdown.data.stage import load_run_problems
+    from scalingdown.evaluate.stage import evaluate_model
+
+    run = tmp_path / "run"
+    _copy_run(taught_run, run)
+    hyper = {**FAST, "max_steps": 150, "learning_rate": 3e-3}
+    run_train_stage(_study(run, hyperparameters=hyper), progress=False)
+    test = load_run_problems(run, "test")
+    settings = EvalConfig(max_new_tokens=16, batch_size=32)
+    trained = evaluate_model(
+        test,
+        name="s",
+        model_path=str(run / "students" / "s"),
+        settings=settings,
+        out_dir=tmp_path / "eval" / "s",
+        prompt_format="student",
+        progress=False,
+    )
+    base = evaluate_model(
+        test,
+        name="base",
+        model_path=str(run / "students" / ".base" / "s"),
+        settings=settings,
+        out_dir=tmp_path / "eval" / "base",
+        prompt_format="zero-shot",
+        progress=False,
+    )
+    assert trained["accuracy"]["correct"] > base["accuracy"]["correct"]
+    assert trained["prompt_format"] == "student"
+    print(f"trained {trained['accuracy']} vs untrained {base['accuracy']}")
