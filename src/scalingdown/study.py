@@ -111,10 +111,12 @@ def _print_teachers(summaries: dict[str, dict]) -> None:
 
 def ensure_students(study: StudyConfig, *, only: list[str] | None = None, force: bool = False) -> dict:
     """The train stage; a student already trained with the same config is skipped."""
-    from scalingdown.train.stage import run_train_stage
+    from scalingdown.train.stage import process_state, run_train_stage
 
     started = time.perf_counter()
     summaries = run_train_stage(study, only=only, force=force)
+    if not process_state().is_main_process:  # under torchrun / accelerate launch one process reports
+        return summaries
     update_manifest(Path(study.run_dir), study, "train", seconds=time.perf_counter() - started)
     for name, s in summaries.items():
         if "error" in s:

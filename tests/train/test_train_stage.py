@@ -295,3 +295,48 @@ def test_trained_student_beats_the_same_model_untrained(taught_run, tmp_path):
     assert trained["accuracy"]["correct"] > base["accuracy"]["correct"]
     assert trained["prompt_format"] == "student"
     print(f"trained {trained['accuracy']} vs untrained {base['accuracy']}")
+
+
+def test_two_processes_match_one_process_with_doubled_accumulation(taught_run, tmp_path):
+    """DDP on 2 CPU processes (gloo, torchrun) against 1 process accumulating 2 micro-batches per step."""
+    env = {**os.environ, "TQDM_DISABLE": "1", "OMP_NUM_THREADS": "1"}
+    runs = {}
+    for label, launcher, accumulation in (
+        ("one", [sys.executable, "-m", "scalingdown.cli"], 2),
+        (
+            "two",
+            [
+                sys.executable,
+                "-m",
+                "torch.distributed.run",
+                "--nproc_per_node",
+                "2",
+                "--master_port",
+                str(_free_port()),
+                "-m",
+                "scalingdown.cli",
+            ],
+            1,
+        ),
+    ):
+        run = tmp_path / label
+        _copy_run(taught_run, run)
+        config = tmp_path / f"{label}.yaml"
+        study = yaml.safe_load(_write_config(config, run, steps=8).read_text())
+        study["students"][0]["hyperparameters"].update({"batch_size": 8, "grad_accumulation": accumulation})
+        config.write_text(yaml.safe_dump(study))
+        done = subprocess.run(
+            [*launcher, "train", str(config)], env=env, capture_output=True, text=True, timeout=600
+        )
+        assert done.returncode == 0, done.stderr[-3000:]
+        runs[label] = read_json(run / "students" / "s" / "scalingdown.json")
+    assert runs["one"]["steps"] == runs["two"]["steps"] == 8
+    assert runs["two"]["losses"] == pytest.approx(runs["one"]["losses"], rel=1e-4)
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]

@@ -10,6 +10,7 @@ and ends where an uninterrupted run would. `train_log.jsonl` gets a line every `
 from __future__ import annotations
 
 import json
+import logging
 import math
 import shutil
 import time
@@ -110,7 +111,10 @@ def train(
 
     if not features:
         raise UserError("no training examples (no kept rationales and no answer tasks?)")
+    # Tied input/output embeddings make Accelerate warn at every checkpoint that it saved one copy.
+    logging.getLogger("accelerate.utils.other").setLevel(logging.ERROR)
     accelerator = Accelerator(
+        cpu=not torch.cuda.is_available(),  # several CPU processes: data parallel over gloo
         gradient_accumulation_steps=hp.grad_accumulation,
         mixed_precision=mixed_precision(hp.mixed_precision),
         log_with=_trackers(hp.report_to) or None,
@@ -218,7 +222,8 @@ def train(
             continue
         break
     bar.close()
-    accelerator.end_training()
+    for tracker in accelerator.trackers:  # not end_training(): the stage still needs the process group
+        tracker.finish()
     seconds = time.perf_counter() - started
     model = accelerator.unwrap_model(model)
     return TrainResult(

@@ -30,6 +30,15 @@ def student_dir(run_dir: Path, name: str) -> Path:
     return run_dir / "students" / name
 
 
+def process_state():
+    """Accelerate's view of the processes. Without CUDA, several processes (torchrun, `accelerate launch`)
+    are CPU data parallel over gloo, which Accelerate only does when told the run is on the CPU."""
+    import torch
+    from accelerate import PartialState
+
+    return PartialState(cpu=not torch.cuda.is_available())
+
+
 def _digest(obj: object) -> str:
     return hashlib.sha256(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
@@ -38,12 +47,10 @@ def base_model_path(spec: StudentConfig, study: StudyConfig, texts: list[str]) -
     """The base model: the configured path, or a tiny model built (once) from the task's text."""
     if spec.path is not None:
         return spec.path
-    from accelerate import PartialState
-
     from scalingdown.models.tiny import build_tiny
 
     out = Path(study.run_dir) / "students" / ".base" / spec.name
-    with PartialState().main_process_first():  # one process builds, the others then reuse it
+    with process_state().main_process_first():  # one process builds, the others then reuse it
         build_tiny(spec.tiny, texts, out, seed=study.seed, progress=False)
     return str(out)
 
@@ -86,8 +93,6 @@ def white_box_teachers(
 
 def train_student(study: StudyConfig, index: int, problems: list[Problem], *, progress: bool = True) -> dict:
     """Train student `index` of the study and save it; returns its summary."""
-    from accelerate import PartialState
-
     from scalingdown.evaluate.efficiency import package_versions
     from scalingdown.train.batching import tokenize_examples
     from scalingdown.train.loop import train
@@ -169,7 +174,7 @@ def train_student(study: StudyConfig, index: int, problems: list[Problem], *, pr
         "data_hash": data_hash(examples),
         "spec_digest": spec_digest(study, index),
     }
-    state = PartialState()
+    state = process_state()
     if state.is_main_process:
         metadata = {
             **student_prompt_record(spec.format),
@@ -213,6 +218,7 @@ def run_train_stage(
         if name not in known:
             raise UserError(f"--student {name!r}: not a student of this study ({', '.join(known)})")
     run_dir = Path(study.run_dir)
+    process_state()  # before anything else touches Accelerate's state
     problems = load_run_problems(run_dir, "train")
     summaries: dict[str, dict] = {}
     for index, spec in enumerate(study.students):
@@ -227,8 +233,6 @@ def run_train_stage(
             if len(study.students) == 1 or only:
                 raise
             summaries[spec.name] = {"student": spec.name, "error": str(exc)}
-    from accelerate import PartialState
-
-    if PartialState().is_main_process:
+    if process_state().is_main_process:
         write_json(run_dir / "students" / "summary.json", summaries)
     return summaries
