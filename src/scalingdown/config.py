@@ -296,6 +296,20 @@ class StudentConfig(_Strict):
         return self
 
 
+class ReportConfig(_Strict):
+    """How the report decides that a student beats a reference."""
+
+    references: list[str] = Field(
+        default_factory=list,
+        description="Names of the models (from 'models', 'students' or 'teachers') each student must beat.",
+    )
+    alpha: float = Field(0.05, gt=0, lt=1, description="Significance level of the paired test.")
+    test: Literal["mcnemar", "bootstrap"] = Field(
+        "mcnemar", description="Paired test on the same test problems: exact McNemar or paired bootstrap."
+    )
+    bootstrap_samples: int = Field(10000, ge=100, description="Paired bootstrap resamples.")
+
+
 class StudyConfig(_Strict):
     """A whole study: data, teachers, models and evaluation settings."""
 
