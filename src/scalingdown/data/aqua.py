@@ -12,12 +12,12 @@ the validation split is `dev.json`. The split names "validation" and "dev" are o
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 from scalingdown.artifacts import iter_jsonl
-from scalingdown.data.schema import CHOICE_LETTERS, Problem
+from scalingdown.data.schema import CHOICE_LETTERS, Problem, problems_from_rows
 from scalingdown.errors import UserError
 
 DATASET_NAME = "aqua_rat"
@@ -92,19 +92,9 @@ def problem_from_row(
     )
 
 
-def problems_from_rows(
-    rows: Iterable[tuple[int | None, Mapping[str, Any]]], *, split: str, where: str | Path
-) -> list[Problem]:
-    """Convert `(line, row)` pairs in order; the index in each id counts rows, not lines."""
-    return [
-        problem_from_row(row, split=split, index=index, where=where, line=line)
-        for index, (line, row) in enumerate(rows)
-    ]
-
-
 def load_aqua_file(path: str | Path, split: str) -> list[Problem]:
     """Read one AQuA-RAT file (one JSON object a line) as the given split."""
-    return problems_from_rows(iter_jsonl(path), split=canonical_split(split), where=path)
+    return problems_from_rows(problem_from_row, iter_jsonl(path), split=canonical_split(split), where=path)
 
 
 def local_split_file(path: str | Path, split: str) -> Path:
@@ -138,7 +128,9 @@ def load_aqua_hub(split: str) -> list[Problem]:
     rows = load_hub_rows(HUB_ID, HUB_CONFIG, hub_split)
     where = f"hf://{HUB_ID}/{HUB_CONFIG}/{hub_split}"
     # Hub rows have no line; the 1-based row number plays that part in error messages.
-    return problems_from_rows(((i + 1, row) for i, row in enumerate(rows)), split=name, where=where)
+    return problems_from_rows(
+        problem_from_row, ((i + 1, row) for i, row in enumerate(rows)), split=name, where=where
+    )
 
 
 def load_aqua(split: str, path: str | Path | None = None) -> list[Problem]:

@@ -16,12 +16,12 @@ A malformed row raises `UserError` naming the file and line (or the Hub split an
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable, Mapping
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 from scalingdown.artifacts import iter_jsonl
-from scalingdown.data.schema import Problem
+from scalingdown.data.schema import Problem, problems_from_rows
 from scalingdown.errors import UserError
 
 DATASET_NAME = "gsm8k"
@@ -74,19 +74,9 @@ def problem_from_row(
     )
 
 
-def problems_from_rows(
-    rows: Iterable[tuple[int | None, Mapping[str, Any]]], *, split: str, where: str | Path
-) -> list[Problem]:
-    """Convert `(line, row)` pairs in order; the index in each id counts rows, not lines."""
-    return [
-        problem_from_row(row, split=split, index=index, where=where, line=line)
-        for index, (line, row) in enumerate(rows)
-    ]
-
-
 def load_gsm8k_file(path: str | Path, split: str) -> list[Problem]:
     """Read one GSM8K JSONL file as the given split."""
-    return problems_from_rows(iter_jsonl(path), split=split, where=path)
+    return problems_from_rows(problem_from_row, iter_jsonl(path), split=split, where=path)
 
 
 def local_split_file(path: str | Path, split: str) -> Path:
@@ -114,7 +104,9 @@ def load_gsm8k_hub(split: str) -> list[Problem]:
     rows = load_hub_rows(HUB_ID, HUB_CONFIG, split)
     where = f"hf://{HUB_ID}/{HUB_CONFIG}/{split}"
     # Hub rows have no line; the 1-based row number plays that part in error messages.
-    return problems_from_rows(((i + 1, row) for i, row in enumerate(rows)), split=split, where=where)
+    return problems_from_rows(
+        problem_from_row, ((i + 1, row) for i, row in enumerate(rows)), split=split, where=where
+    )
 
 
 def load_gsm8k(split: str, path: str | Path | None = None) -> list[Problem]:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -67,3 +67,18 @@ def read_problems(path: str | Path) -> list[Problem]:
 
 def write_problems(path: str | Path, problems: Iterable[Problem]) -> int:
     return write_jsonl(path, problems)
+
+
+def problems_from_rows(
+    convert: Callable[..., Problem],
+    rows: Iterable[tuple[int | None, Mapping[str, Any]]],
+    *,
+    split: str,
+    where: str | Path,
+) -> list[Problem]:
+    """Convert `(line, row)` pairs in order with a loader's `convert(row, split=, index=, where=, line=)`;
+    the index in each id counts rows, not lines."""
+    return [
+        convert(row, split=split, index=index, where=where, line=line)
+        for index, (line, row) in enumerate(rows)
+    ]
