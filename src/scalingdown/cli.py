@@ -270,6 +270,15 @@ def _name_from(model: str) -> str:
 
 @app.command()
 @user_errors
+def report(config: Path | None = CONFIG_ARG, run_dir: str | None = RUN_DIR) -> None:
+    """Write report/: the smallest student that beats each reference, with tables and plots."""
+    from scalingdown.study import write_report
+
+    write_report(load_study(config, {"run_dir": run_dir}))
+
+
+@app.command()
+@user_errors
 def run(config: Path | None = CONFIG_ARG, run_dir: str | None = RUN_DIR) -> None:
     """Run every stage of a study in order, skipping what is done. Without CONFIG: the offline demo."""
     from scalingdown.study import default_config_path, run_study

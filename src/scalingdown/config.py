@@ -324,6 +324,7 @@ class StudyConfig(_Strict):
     students: list[StudentConfig] = Field(
         default_factory=list, description="Students to train, smallest first."
     )
+    report: ReportConfig = Field(default_factory=ReportConfig)
     lora: dict[str, Any] = Field(
         default_factory=dict, description="Study-wide overrides of lora_config.json."
     )

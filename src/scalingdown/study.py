@@ -256,6 +256,21 @@ def score_external(study: StudyConfig, predictions: Path, *, name: str) -> dict:
     return metrics
 
 
+def write_report(study: StudyConfig) -> Path:
+    """The report stage: findings, tables and plots from everything the run directory holds."""
+    from scalingdown.report.stage import run_report_stage
+
+    started = time.perf_counter()
+    index = run_report_stage(study)
+    update_manifest(Path(study.run_dir), study, "report", seconds=time.perf_counter() - started)
+    findings = index.parent / "findings.json"
+    if findings.exists():
+        for finding in read_json(findings).get("findings", []):
+            console.print(escape(finding.get("statement", "")))
+    console.print(f"report: {index}")
+    return index
+
+
 def run_study(study: StudyConfig) -> None:
     """data -> teach -> train -> eval (students and models); each step skips what is already done."""
     run_dir = Path(study.run_dir)
@@ -271,4 +286,4 @@ def run_study(study: StudyConfig) -> None:
         console.print("[yellow]no models configured: nothing to evaluate")
         return
     evaluate_models(study.model_copy(update={"models": models}), force=False)
-    console.print(f"results: {run_dir / 'eval'}/<model>/metrics.json")
+    write_report(study)

@@ -1,0 +1,119 @@
+"""The report stage: run directory -> report/ (index.html, README.md, results.csv, findings.json, plots/).
+
+    collect (records; missing files noted) -> finder (paired tests, smallest winner per reference)
+    -> plots (PNG) -> pages (HTML with embedded plots, Markdown, CSV)
+
+The whole report is built in a temporary directory beside `report/` and swapped in by renames when
+complete, so a crash leaves the previous report or the new one, never a mix. `findings.json` holds
+the findings and every comparison for programs (e.g. the docs generator).
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+from datetime import datetime, timezone
+from pathlib import Path
+
+from scalingdown.artifacts import write_json
+from scalingdown.config import ReportConfig, StudyConfig
+from scalingdown.errors import UserError
+
+REPORT_DIR = "report"
+
+
+def report_settings(study: StudyConfig) -> ReportConfig:
+    """The study's `report` section, or the defaults when the config has none."""
+    settings = getattr(study, "report", None)
+    return settings if isinstance(settings, ReportConfig) else ReportConfig()
+
+
+def _swap_in(tmp: Path, out_dir: Path) -> None:
+    """Rename the finished `tmp` onto `out_dir`; an old report is moved aside first (a rename cannot
+    replace a non-empty directory) and deleted once the new one is in place."""
+    if not out_dir.exists():
+        os.replace(tmp, out_dir)
+        return
+    old = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", suffix=".old", dir=out_dir.parent))
+    os.replace(out_dir, old / out_dir.name)
+    try:
+        os.replace(tmp, out_dir)
+    except BaseException:
+        os.replace(old / out_dir.name, out_dir)
+        raise
+    finally:
+        shutil.rmtree(old, ignore_errors=True)
+
+
+def _directory_mode() -> int:
+    umask = os.umask(0)
+    os.umask(umask)
+    return 0o777 & ~umask
+
+
+def run_report_stage(study: StudyConfig, *, settings: ReportConfig | None = None) -> Path:
+    """Write `<run_dir>/report/` for `study`; returns the path of its index.html.
+
+    `settings` defaults to the study's `report` section. Missing results are marked in the report,
+    never fatal; only a run directory that does not exist is a `UserError`.
+    """
+    from scalingdown.report.collect import collect_run
+    from scalingdown.report.finder import ablation_pairs, find_smallest_winners
+    from scalingdown.report.pages import ReportContent, render_html, render_markdown, write_results_csv
+    from scalingdown.report.plots import make_plots
+
+    settings = settings or report_settings(study)
+    run_dir = Path(study.run_dir)
+    if not run_dir.is_dir():
+        raise UserError("run directory not found: run the study first (`scalingdown run`)", path=run_dir)
+    references = list(dict.fromkeys(settings.references))
+    records = collect_run(study, references)
+    options = {"test": settings.test, "samples": settings.bootstrap_samples, "seed": study.seed}
+    findings = find_smallest_winners(records.models, references, alpha=settings.alpha, **options)
+    pairs = ablation_pairs(records.models, **options)
+    notes = []
+    if not references:
+        notes.append("no reference models configured (report.references): the finder has nothing to test")
+    if not any(m.kind == "student" for m in records.models):
+        notes.append("no students in this study")
+
+    out_dir = run_dir / REPORT_DIR
+    tmp = Path(tempfile.mkdtemp(prefix=f".{REPORT_DIR}.", suffix=".tmp", dir=run_dir))
+    try:
+        tmp.chmod(_directory_mode())  # mkdtemp makes it private; the report is a normal directory
+        plots = make_plots(records, findings, pairs, tmp / "plots", samples=settings.bootstrap_samples)
+        images = {p.name: p.path.read_bytes() for p in plots if p.path is not None}
+        for plot in plots:  # the pages name the final location, not the temporary one
+            if plot.path is not None:
+                plot.path = out_dir / "plots" / plot.path.name
+        content = ReportContent(
+            records=records,
+            findings=findings,
+            pairs=pairs,
+            plots=plots,
+            alpha=settings.alpha,
+            test=settings.test,
+            samples=settings.bootstrap_samples,
+            generated=datetime.now(timezone.utc).isoformat(timespec="seconds"),
+            notes=notes,
+        )
+        (tmp / "index.html").write_text(render_html(content, images), encoding="utf-8")
+        (tmp / "README.md").write_text(render_markdown(content), encoding="utf-8")
+        write_results_csv(tmp / "results.csv", records, findings)
+        write_json(
+            tmp / "findings.json",
+            {
+                "study": study.name,
+                "generated": content.generated,
+                "settings": settings.model_dump(mode="json"),
+                "findings": [f.as_dict() for f in findings],
+                "ablation": [{**vars(p), "comparison": p.comparison.as_dict()} for p in pairs],
+                "plots": {p.name: p.skipped or f"plots/{p.name}.png" for p in plots},
+            },
+        )
+        _swap_in(tmp, out_dir)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return out_dir / "index.html"
