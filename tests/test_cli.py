@@ -17,7 +17,7 @@ REPO = Path(__file__).resolve().parents[1]
 
 
 def run_cli(*args: str, cwd: Path | None = None, timeout: int = 300) -> subprocess.CompletedProcess:
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "TQDM_DISABLE": "1"}
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "TQDM_DISABLE": "1", "COLUMNS": "200"}
     return subprocess.run(
         [sys.executable, "-m", "scalingdown.cli", *args],
         capture_output=True,
@@ -109,3 +109,25 @@ def test_eval_before_data_says_what_to_do(tmp_path):
 def test_missing_config_file(args):
     result = run_cli(*args)
     assert result.returncode == 2 and "missing.yaml" in result.stderr and "Traceback" not in result.stderr
+
+
+def test_dry_run_prints_the_plan_and_runs_nothing(tmp_path):
+    config = tmp_path / "study.yaml"
+    config.write_text(
+        f"run_dir: {tmp_path / 'run'}\n"
+        "data: {dataset: gsm8k, test_limit: 100}\n"
+        "teachers:\n"
+        "  - {name: big, backend: openai, model: m, options: {base_urls: [http://127.0.0.1:9/v1]},\n"
+        "     price_input_per_1k: 1.0, price_output_per_1k: 2.0}\n"
+        "students:\n"
+        "  - {name: small, tiny: {hidden_size: 16, num_heads: 2}}\n"
+        "  - {name: huge, tiny: {hidden_size: 256}}\n"
+        "report: {references: [huge, missing-model]}\n"
+    )
+    result = run_cli("run", str(config), "--dry-run")
+    assert result.returncode == 0, result.stderr
+    out = result.stderr + result.stdout
+    assert "7,473 train / 100 test" in out and "7,523" in out  # 7,473 questions + 50 free-mode answers
+    assert "estimated teacher cost" in out
+    assert "'missing-model' is not a model, student or teacher" in out
+    assert not (tmp_path / "run").exists()

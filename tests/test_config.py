@@ -84,3 +84,15 @@ def test_training_defaults_load_and_overrides_name_their_key(tmp_path: Path) -> 
     typo = parse_config({"students": [{"name": "s", "path": "x"}], "lora": {"rank": 4}})
     with pytest.raises(UserError, match=r"lora\.rank: Extra inputs"):
         training_settings(typo, 0)
+
+
+def test_tiny_teachers_need_hf_and_a_corpus(tmp_path: Path) -> None:
+    tiny = "{arch: llama, hidden_size: 32, num_heads: 2}"
+    good = f"teachers:\n  - {{name: t, backend: hf, tiny: {tiny}, corpus: {{templates: broad}}}}\n"
+    assert load_config(_write(tmp_path, good)).teachers[0].tiny.hidden_size == 32
+    with pytest.raises(UserError, match="need backend 'hf'"):
+        load_config(_write(tmp_path, good.replace("backend: hf", "backend: vllm")))
+    with pytest.raises(UserError, match="'tiny' and 'corpus' go together"):
+        load_config(_write(tmp_path, good.replace(", corpus: {templates: broad}", "")))
+    with pytest.raises(UserError, match="exactly one of 'model' or 'tiny'"):
+        load_config(_write(tmp_path, "teachers:\n  - {name: t, backend: hf}\n"))

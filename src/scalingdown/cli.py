@@ -279,11 +279,22 @@ def report(config: Path | None = CONFIG_ARG, run_dir: str | None = RUN_DIR) -> N
 
 @app.command()
 @user_errors
-def run(config: Path | None = CONFIG_ARG, run_dir: str | None = RUN_DIR) -> None:
+def run(
+    config: Path | None = CONFIG_ARG,
+    run_dir: str | None = RUN_DIR,
+    dry_run: bool = typer.Option(
+        False, "--dry-run", help="Print the plan (models, sizes, teacher requests, estimated cost) and stop."
+    ),
+) -> None:
     """Run every stage of a study in order, skipping what is done. Without CONFIG: the offline demo."""
-    from scalingdown.study import default_config_path, run_study
+    from scalingdown.study import console, default_config_path, run_study
 
     study = load_study(config or default_config_path(), {"run_dir": run_dir})
+    if dry_run:
+        from scalingdown.plan import print_plan
+
+        print_plan(study, console)
+        return
     run_study(study)
 
 

@@ -158,7 +158,18 @@ class TeacherConfig(_Strict):
         description="How the teacher is reached: 'openai' (any OpenAI-compatible endpoint), 'vllm' (offline "
         "vllm.LLM), 'hf' (local transformers model) or 'replay' (rationales read from a file)."
     )
-    model: str = Field(description="Model id (openai, vllm), model id or path (hf), or the file to replay.")
+    model: str | None = Field(
+        None, description="Model id (openai, vllm), model id or path (hf), or the file to replay."
+    )
+    tiny: TinyModelConfig | None = Field(
+        None,
+        description="hf only: build a tiny teacher locally and pre-train it on 'corpus' (the offline demo).",
+    )
+    corpus: SyntheticConfig | None = Field(
+        None,
+        description="With 'tiny': the synthetic corpus of worked solutions the teacher learns from first "
+        "(use templates: broad; n_train problems are used).",
+    )
     options: dict[str, Any] = Field(
         default_factory=dict,
         description="Backend options, e.g. openai: base_urls, api_key_env, max_concurrency; vllm: "
@@ -191,6 +202,16 @@ class TeacherConfig(_Strict):
         0.0, ge=0, description="Price per 1,000 prompt tokens (for cost figures)."
     )
     price_output_per_1k: float = Field(0.0, ge=0, description="Price per 1,000 completion tokens.")
+
+    @model_validator(mode="after")
+    def _one_model(self) -> TeacherConfig:
+        if (self.model is None) == (self.tiny is None):
+            raise ValueError("give exactly one of 'model' or 'tiny'")
+        if self.tiny is not None and self.backend != "hf":
+            raise ValueError("'tiny' teachers need backend 'hf'")
+        if (self.tiny is None) != (self.corpus is None):
+            raise ValueError("'tiny' and 'corpus' go together")
+        return self
 
 
 class TeachConfig(_Strict):

@@ -38,11 +38,44 @@ def teacher_dir(run_dir: Path, name: str) -> Path:
     return run_dir / "teachers" / name
 
 
-def build_backend(teacher: TeacherConfig, where: str) -> TeacherBackend:
+def build_backend(teacher: TeacherConfig, where: str, run_dir: Path, seed: int) -> TeacherBackend:
     """The teacher's backend from its config; the model id is passed in as the `model` option."""
     cls = get_backend(teacher.backend)
-    options = {"model": teacher.model, **teacher.options}
+    model = teacher.model if teacher.tiny is None else str(tiny_teacher(teacher, run_dir, seed))
+    options = {"model": model, **teacher.options}
     return cls.from_options(options, where=f"{where}.options")
+
+
+def teacher_corpus(teacher: TeacherConfig, seed: int) -> list[str]:
+    """Worked solutions in the teacher's own prompt formats (teacher-forcing and free), from a
+    separate synthetic corpus: the way large models learn mathematics before they see the task."""
+    from scalingdown.data.synthetic import generate
+    from scalingdown.evaluate.prompts import worked_solution
+
+    corpus = teacher.corpus
+    problems = generate(
+        corpus.n_train,
+        seed=seed + 1000,
+        split="corpus",
+        min_steps=corpus.min_steps,
+        max_steps=corpus.max_steps,
+        max_value=corpus.max_value,
+        templates=corpus.templates,
+    )
+    texts = []
+    for problem in problems:
+        solution = worked_solution(problem)
+        for mode in ("teacher-forcing", "free"):
+            texts.append(f"{build_teacher_prompt(problem, [], mode=mode, template=None)} {solution}")
+    return texts
+
+
+def tiny_teacher(teacher: TeacherConfig, run_dir: Path, seed: int) -> Path:
+    """Build (once; reused by later runs) and pre-train a tiny teacher under teachers/.models/<name>."""
+    from scalingdown.models.tiny import build_tiny
+
+    texts = teacher_corpus(teacher, seed)
+    return build_tiny(teacher.tiny, texts, run_dir / "teachers" / ".models" / teacher.name, seed=seed)
 
 
 def uses_chat(teacher: TeacherConfig) -> bool:
@@ -52,7 +85,7 @@ def uses_chat(teacher: TeacherConfig) -> bool:
         return teacher.chat
     if teacher.backend == "openai":
         return teacher.options.get("api", "chat") == "chat"
-    if teacher.backend in ("hf", "vllm"):
+    if teacher.backend in ("hf", "vllm") and teacher.model is not None:
         return has_chat_template(teacher.model)
     return False
 
@@ -213,7 +246,7 @@ def teach_one(
     }
     usage, free_usage = Usage(**prices), Usage(**prices)
     started = time.perf_counter()
-    backend = CachedBackend(build_backend(teacher, where), cache)
+    backend = CachedBackend(build_backend(teacher, where, Path(study.run_dir), study.seed), cache)
     try:
         selector = None
         if teacher.num_examples:
