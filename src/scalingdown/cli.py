@@ -270,11 +270,20 @@ def _name_from(model: str) -> str:
 
 @app.command()
 @user_errors
-def report(config: Path | None = CONFIG_ARG, run_dir: str | None = RUN_DIR) -> None:
+def report(
+    config: Path | None = CONFIG_ARG,
+    run_dir: str | None = RUN_DIR,
+    docs: Path | None = typer.Option(
+        None, help="Also write the findings as a Markdown page here (e.g. docs/findings_and_results.md)."
+    ),
+) -> None:
     """Write report/: the smallest student that beats each reference, with tables and plots."""
-    from scalingdown.study import write_report
+    from scalingdown.study import default_config_path, write_findings_doc, write_report
 
-    write_report(load_study(config, {"run_dir": run_dir}))
+    study = load_study(config or default_config_path(), {"run_dir": run_dir})
+    index = write_report(study)
+    if docs is not None:
+        write_findings_doc(study, index.parent, docs)
 
 
 @app.command()
