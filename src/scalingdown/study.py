@@ -310,6 +310,10 @@ def run_study(study: StudyConfig) -> None:
     run_dir = Path(study.run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
     console.rule(f"study {study.name} -> {run_dir}")
+    from scalingdown.plan import check_plan
+
+    for warning in check_plan(study):
+        console.print(f"[yellow]warning: {escape(warning)}")
     ensure_data(study)
     if study.teachers:
         ensure_teach(study)
