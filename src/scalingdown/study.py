@@ -172,7 +172,14 @@ def evaluate_models(study: StudyConfig, *, force: bool = True) -> dict[str, dict
     results: dict[str, dict] = {}
     for spec in study.models:
         out_dir = run_dir / "eval" / spec.name
-        key = _digest([spec.model_dump(mode="json"), study.eval.model_dump(mode="json"), study.seed])
+        key = _digest(
+            [
+                spec.model_dump(mode="json"),
+                study.eval.model_dump(mode="json"),
+                study.seed,
+                _model_state(spec, study),
+            ]
+        )
         metrics_path = out_dir / "metrics.json"
         if not force and metrics_path.exists() and read_json(metrics_path).get("spec_digest") == key:
             results[spec.name] = read_json(metrics_path)
@@ -204,6 +211,22 @@ def evaluate_models(study: StudyConfig, *, force: bool = True) -> dict[str, dict
     if len(results) > 1:
         _print_table(results)
     return results
+
+
+def _model_state(spec: ModelConfig, study: StudyConfig) -> list:
+    """What identifies a local model's weights: its records and its weight files' sizes and times,
+    so a student trained again is evaluated again."""
+    folder = Path(spec.path) if spec.path else Path(study.run_dir) / "models" / spec.name
+    if not folder.is_dir():
+        return []
+    state = []
+    for name in ("scalingdown.json", "tiny_build.json", "config.json", "adapter_config.json"):
+        if (folder / name).is_file():
+            state.append([name, (folder / name).read_text(encoding="utf-8")])
+    for weights in sorted(folder.glob("*.safetensors")):
+        stat = weights.stat()
+        state.append([weights.name, stat.st_size, stat.st_mtime_ns])
+    return state
 
 
 def _print_metrics(name: str, metrics: dict) -> None:
