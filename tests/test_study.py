@@ -71,3 +71,28 @@ def test_a_failing_student_is_reported_and_the_study_goes_on(tmp_path: Path) -> 
     assert {f["reference"] for f in findings} >= {"reference"}
     manifest = read_json(run / "manifest.json")
     assert {"data", "teach", "train", "report"} <= set(manifest["stages"])
+
+
+def test_a_retrained_model_is_evaluated_again(tmp_path: Path) -> None:
+    """The eval step skips a model only while its weights are the ones it measured."""
+    from scalingdown.study import ensure_data, evaluate_models
+
+    study = parse_config(
+        {
+            "run_dir": str(tmp_path / "run"),
+            "data": {"dataset": "synthetic", "synthetic": {"n_train": 60, "n_test": 8}},
+            "eval": {"max_new_tokens": 4, "batch_size": 8},
+            "models": [{"name": "m", "tiny": TINY}],
+        }
+    )
+    ensure_data(study)
+    metrics = tmp_path / "run" / "eval" / "m" / "metrics.json"
+    first = evaluate_models(study, force=False)["m"]
+    written = metrics.stat().st_mtime_ns
+    evaluate_models(study, force=False)
+    assert metrics.stat().st_mtime_ns == written  # skipped: same weights, same settings
+    model_dir = tmp_path / "run" / "models" / "m"
+    record = model_dir / "tiny_build.json"
+    record.write_text(record.read_text().replace('"build_seconds"', '"note": "rebuilt", "build_seconds"'))
+    rerun = evaluate_models(study, force=False)["m"]
+    assert rerun["spec_digest"] != first["spec_digest"] and metrics.stat().st_mtime_ns != written

@@ -172,22 +172,22 @@ def evaluate_models(study: StudyConfig, *, force: bool = True) -> dict[str, dict
     results: dict[str, dict] = {}
     for spec in study.models:
         out_dir = run_dir / "eval" / spec.name
-        key = _digest(
-            [
-                spec.model_dump(mode="json"),
-                study.eval.model_dump(mode="json"),
-                study.seed,
-                _model_state(spec, study),
-            ]
-        )
-        metrics_path = out_dir / "metrics.json"
-        if not force and metrics_path.exists() and read_json(metrics_path).get("spec_digest") == key:
-            results[spec.name] = read_json(metrics_path)
-            console.print(f"[dim]eval {spec.name}: done")
-            continue
         started = time.perf_counter()
         try:
-            path = model_path(spec, study)
+            path = model_path(spec, study)  # a tiny model is built here once, so its state is known
+            key = _digest(
+                [
+                    spec.model_dump(mode="json"),
+                    study.eval.model_dump(mode="json"),
+                    study.seed,
+                    _model_state(path),
+                ]
+            )
+            metrics_path = out_dir / "metrics.json"
+            if not force and metrics_path.exists() and read_json(metrics_path).get("spec_digest") == key:
+                results[spec.name] = read_json(metrics_path)
+                console.print(f"[dim]eval {spec.name}: done")
+                continue
             metrics = evaluate_model(
                 test,
                 name=spec.name,
@@ -213,10 +213,10 @@ def evaluate_models(study: StudyConfig, *, force: bool = True) -> dict[str, dict
     return results
 
 
-def _model_state(spec: ModelConfig, study: StudyConfig) -> list:
+def _model_state(path: str) -> list:
     """What identifies a local model's weights: its records and its weight files' sizes and times,
-    so a student trained again is evaluated again."""
-    folder = Path(spec.path) if spec.path else Path(study.run_dir) / "models" / spec.name
+    so a student trained again is evaluated again. A Hub id has no local state."""
+    folder = Path(path)
     if not folder.is_dir():
         return []
     state = []
