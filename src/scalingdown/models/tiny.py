@@ -14,9 +14,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
-import shutil
-import tempfile
 import time
 from collections.abc import Iterable, Sequence
 from pathlib import Path
@@ -35,6 +32,7 @@ from transformers import (
 )
 from transformers.utils import logging as hf_logging
 
+from scalingdown.artifacts import atomic_directory
 from scalingdown.config import TinyModelConfig
 from scalingdown.errors import UserError
 
@@ -265,22 +263,8 @@ def _save_atomically(
     model: PreTrainedModel, tokenizer: PreTrainedTokenizerFast, record: dict, out_dir: Path
 ) -> None:
     """Save into a temporary sibling directory, then swap it in with renames."""
-    out_dir.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", suffix=".tmp", dir=out_dir.parent))
-    try:
+    with atomic_directory(out_dir) as tmp:
         model.save_pretrained(tmp)
         tokenizer.save_pretrained(tmp)
         # Written last: its presence marks the directory complete.
         (tmp / BUILD_RECORD).write_text(json.dumps(record, indent=2) + "\n", encoding="utf-8")
-        if out_dir.exists():
-            # A stale or different build: move it aside first, since a rename cannot replace a
-            # non-empty directory, and delete it only once the new one is in place.
-            old = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", suffix=".old", dir=out_dir.parent))
-            os.replace(out_dir, old / out_dir.name)
-            os.replace(tmp, out_dir)
-            shutil.rmtree(old, ignore_errors=True)
-        else:
-            os.replace(tmp, out_dir)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise

@@ -10,13 +10,10 @@ the findings and every comparison for programs (e.g. the docs generator).
 
 from __future__ import annotations
 
-import os
-import shutil
-import tempfile
 from datetime import datetime, timezone
 from pathlib import Path
 
-from scalingdown.artifacts import write_json
+from scalingdown.artifacts import atomic_directory, write_json
 from scalingdown.config import ReportConfig, StudyConfig
 from scalingdown.errors import UserError
 
@@ -27,29 +24,6 @@ def report_settings(study: StudyConfig) -> ReportConfig:
     """The study's `report` section, or the defaults when the config has none."""
     settings = getattr(study, "report", None)
     return settings if isinstance(settings, ReportConfig) else ReportConfig()
-
-
-def _swap_in(tmp: Path, out_dir: Path) -> None:
-    """Rename the finished `tmp` onto `out_dir`; an old report is moved aside first (a rename cannot
-    replace a non-empty directory) and deleted once the new one is in place."""
-    if not out_dir.exists():
-        os.replace(tmp, out_dir)
-        return
-    old = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", suffix=".old", dir=out_dir.parent))
-    os.replace(out_dir, old / out_dir.name)
-    try:
-        os.replace(tmp, out_dir)
-    except BaseException:
-        os.replace(old / out_dir.name, out_dir)
-        raise
-    finally:
-        shutil.rmtree(old, ignore_errors=True)
-
-
-def _directory_mode() -> int:
-    umask = os.umask(0)
-    os.umask(umask)
-    return 0o777 & ~umask
 
 
 def run_report_stage(study: StudyConfig, *, settings: ReportConfig | None = None) -> Path:
@@ -79,9 +53,7 @@ def run_report_stage(study: StudyConfig, *, settings: ReportConfig | None = None
         notes.append("no students in this study")
 
     out_dir = run_dir / REPORT_DIR
-    tmp = Path(tempfile.mkdtemp(prefix=f".{REPORT_DIR}.", suffix=".tmp", dir=run_dir))
-    try:
-        tmp.chmod(_directory_mode())  # mkdtemp makes it private; the report is a normal directory
+    with atomic_directory(out_dir) as tmp:
         plots = make_plots(records, findings, pairs, tmp / "plots", samples=settings.bootstrap_samples)
         images = {p.name: p.path.read_bytes() for p in plots if p.path is not None}
         for plot in plots:  # the pages name the final location, not the temporary one
@@ -112,8 +84,4 @@ def run_report_stage(study: StudyConfig, *, settings: ReportConfig | None = None
                 "plots": {p.name: p.skipped or f"plots/{p.name}.png" for p in plots},
             },
         )
-        _swap_in(tmp, out_dir)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     return out_dir / "index.html"

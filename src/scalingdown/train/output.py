@@ -18,12 +18,10 @@ complete, so a crash leaves either the previous student or the new one, never a 
 from __future__ import annotations
 
 import json
-import os
 import shutil
-import tempfile
 from pathlib import Path
 
-from scalingdown.artifacts import write_json
+from scalingdown.artifacts import atomic_directory, write_json
 from scalingdown.evaluate.stage import STUDENT_FILE
 from scalingdown.models.loading import DTYPES, HUB_ID, load_model
 from scalingdown.train.students import Student
@@ -44,10 +42,7 @@ def save_student(student: Student, out_dir: str | Path, *, metadata: dict, merge
     in-memory student is left as it is), the tokenizer and a copy of scalingdown.json.
     """
     out_dir = Path(out_dir)
-    out_dir.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", suffix=".tmp", dir=out_dir.parent))
-    try:
-        tmp.chmod(_directory_mode())  # mkdtemp makes it private; the student is a normal directory
+    with atomic_directory(out_dir) as tmp:
         meta = {
             **metadata,
             "method": student.method,
@@ -63,10 +58,6 @@ def save_student(student: Student, out_dir: str | Path, *, metadata: dict, merge
         (tmp / CARD_FILE).write_text(model_card(meta), encoding="utf-8")
         if merge and student.method in ("lora", "qlora"):
             _save_merged(student, tmp, tmp / MERGED_DIR)
-        _swap_in(tmp, out_dir)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     return out_dir
 
 
@@ -91,29 +82,6 @@ def _base_dtype(student: Student):
     if student.method == "qlora":
         return torch.bfloat16
     return student.model.get_input_embeddings().weight.dtype
-
-
-def _directory_mode() -> int:
-    umask = os.umask(0)
-    os.umask(umask)
-    return 0o777 & ~umask
-
-
-def _swap_in(tmp: Path, out_dir: Path) -> None:
-    """Rename the finished `tmp` onto `out_dir`. A rename cannot replace a non-empty directory, so
-    an existing one is moved aside first and deleted only once the new one is in place."""
-    if not out_dir.exists():
-        os.replace(tmp, out_dir)
-        return
-    old = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", suffix=".old", dir=out_dir.parent))
-    os.replace(out_dir, old / out_dir.name)
-    try:
-        os.replace(tmp, out_dir)
-    except BaseException:
-        os.replace(old / out_dir.name, out_dir)  # put the previous student back
-        shutil.rmtree(old, ignore_errors=True)
-        raise
-    shutil.rmtree(old, ignore_errors=True)
 
 
 def _cell(value, limit: int = 120) -> str:
