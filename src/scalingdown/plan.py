@@ -30,9 +30,15 @@ class TeacherPlan:
 
 
 def split_sizes(study: StudyConfig) -> tuple[int, int]:
-    """Train and test problem counts: from data/ when the data stage has run, else from the config."""
+    """Train and test problem counts: from data/ when the data stage ran with this data config, else
+    from the config."""
+    from scalingdown.artifacts import read_json
+    from scalingdown.study import data_digest
+
     data_dir = Path(study.run_dir) / "data"
-    if (data_dir / "train.jsonl").is_file() and (data_dir / "test.jsonl").is_file():
+    report = data_dir / "report.json"
+    current = report.is_file() and read_json(report).get("config_digest") == data_digest(study)
+    if current and (data_dir / "train.jsonl").is_file() and (data_dir / "test.jsonl").is_file():
         return tuple(
             sum(1 for line in (data_dir / f"{s}.jsonl").open() if line.strip()) for s in ("train", "test")
         )

@@ -36,13 +36,18 @@ def _digest(obj: object) -> str:
     return hashlib.sha256(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
+def data_digest(study: StudyConfig) -> str:
+    """What the data stage's output depends on; `data/report.json` records it."""
+    return _digest([study.data.model_dump(mode="json"), study.seed])
+
+
 def ensure_data(study: StudyConfig) -> dict:
     """Run the data stage unless `data/report.json` already matches this data config."""
     from scalingdown.data.stage import run_data_stage
 
     run_dir = Path(study.run_dir)
     report_path = run_dir / "data" / "report.json"
-    key = _digest([study.data.model_dump(mode="json"), study.seed])
+    key = data_digest(study)
     if report_path.exists():
         report = read_json(report_path)
         if report.get("config_digest") == key:
