@@ -37,27 +37,8 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 REPO = Path(__file__).resolve().parents[1]
-OUT = REPO / "benchmarks" / "out"
-
-
-def build_model(steps: int) -> Path:
-    """Tiny Llama 64x2, pretrained `steps` steps on 2,000 synthetic worked solutions (built once)."""
-    from scalingdown.config import TinyModelConfig
-    from scalingdown.data.synthetic import generate
-    from scalingdown.evaluate.prompts import worked_example
-    from scalingdown.models.tiny import build_tiny
-
-    texts = [worked_example(p) for p in generate(2000, seed=1, split="train")]
-    config = TinyModelConfig(
-        arch="llama",
-        hidden_size=64,
-        num_layers=2,
-        num_heads=4,
-        vocab_size=512,
-        max_positions=256,
-        pretrain_steps=steps,
-    )
-    return build_tiny(config, texts, OUT / f"synthetic-llama-64x2-{steps}", seed=0, progress=True)
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from hf_batched_vs_loop import build_model  # noqa: E402 - the same model build as that benchmark
 
 
 def through_backend(url: str, model: str, prompts: list[str], concurrency: int, max_tokens: int):
