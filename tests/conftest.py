@@ -31,3 +31,17 @@ def aqua_dir() -> Path:
 @pytest.fixture
 def teacher_samples() -> Path:
     return shared_path("teacher_samples", "gsm8k_llm_rationales.json")
+
+
+@pytest.fixture(scope="module")
+def one_torch_thread():
+    """Tiny models run fastest on one thread; two threads on a busy 2-core machine thrash.
+
+    Modules of tiny-model tests opt in with `pytestmark = pytest.mark.usefixtures("one_torch_thread")`.
+    """
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)

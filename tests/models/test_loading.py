@@ -16,14 +16,7 @@ from scalingdown.models.loading import LoadedModel, load_model
 from scalingdown.models.tiny import build_tiny
 from tests.models.test_pretrain import addition_texts
 
-
-@pytest.fixture(autouse=True, scope="module")
-def one_torch_thread():
-    """Tiny models run fastest on one thread; two threads on a busy 2-core machine thrash."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture(scope="module")

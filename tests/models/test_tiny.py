@@ -19,13 +19,7 @@ from tests.models.test_pretrain import addition_texts
 ARCHS = ["llama", "gpt2", "t5"]
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_torch_thread():
-    """Tiny models run fastest on one thread; two threads on a busy 2-core machine thrash."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def read_gsm8k(path: Path, limit: int) -> list[dict]:
