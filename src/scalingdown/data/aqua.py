@@ -121,16 +121,10 @@ def local_split_file(path: str | Path, split: str) -> Path:
 
 def load_aqua_hub(split: str) -> list[Problem]:
     """Download (or read from the Hugging Face cache) one split of `deepmind/aqua_rat`."""
-    from scalingdown.data.sources import load_hub_rows  # sources imports this module
+    from scalingdown.data.sources import hub_problems  # sources imports this module
 
     name = canonical_split(split)
-    hub_split = SPLITS[name][0]
-    rows = load_hub_rows(HUB_ID, HUB_CONFIG, hub_split)
-    where = f"hf://{HUB_ID}/{HUB_CONFIG}/{hub_split}"
-    # Hub rows have no line; the 1-based row number plays that part in error messages.
-    return problems_from_rows(
-        problem_from_row, ((i + 1, row) for i, row in enumerate(rows)), split=name, where=where
-    )
+    return hub_problems(problem_from_row, HUB_ID, HUB_CONFIG, SPLITS[name][0], name)
 
 
 def load_aqua(split: str, path: str | Path | None = None) -> list[Problem]:

@@ -99,14 +99,9 @@ def load_gsm8k_hub(split: str) -> list[Problem]:
     """Download (or read from the Hugging Face cache) one split of `openai/gsm8k`."""
     if split not in SPLITS:
         raise UserError(f"GSM8K has no split {split!r} on the Hub (known: {', '.join(SPLITS)})")
-    from scalingdown.data.sources import load_hub_rows  # sources imports this module
+    from scalingdown.data.sources import hub_problems  # sources imports this module
 
-    rows = load_hub_rows(HUB_ID, HUB_CONFIG, split)
-    where = f"hf://{HUB_ID}/{HUB_CONFIG}/{split}"
-    # Hub rows have no line; the 1-based row number plays that part in error messages.
-    return problems_from_rows(
-        problem_from_row, ((i + 1, row) for i, row in enumerate(rows)), split=split, where=where
-    )
+    return hub_problems(problem_from_row, HUB_ID, HUB_CONFIG, split, split)
 
 
 def load_gsm8k(split: str, path: str | Path | None = None) -> list[Problem]:

@@ -22,7 +22,7 @@ from typing import Any, NamedTuple
 
 from scalingdown.config import DataConfig
 from scalingdown.data import aqua, gsm8k
-from scalingdown.data.schema import Problem
+from scalingdown.data.schema import Problem, problems_from_rows
 from scalingdown.errors import UserError
 
 
@@ -101,6 +101,14 @@ def load_hub_rows(hub_id: str, config_name: str, split: str) -> list[dict[str, A
             "set data.path to a local copy"
         ) from None
     return [dict(row) for row in table]
+
+
+def hub_problems(convert, hub_id: str, config_name: str, hub_split: str, split: str) -> list[Problem]:
+    """One Hub split converted by a loader's `convert`; errors name `hf://ID/CONFIG/SPLIT:ROW`
+    (Hub rows have no line, so the 1-based row number plays that part)."""
+    rows = load_hub_rows(hub_id, config_name, hub_split)
+    where = f"hf://{hub_id}/{config_name}/{hub_split}"
+    return problems_from_rows(convert, ((i + 1, row) for i, row in enumerate(rows)), split=split, where=where)
 
 
 @register_dataset(gsm8k.DATASET_NAME)
