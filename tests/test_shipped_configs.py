@@ -124,9 +124,11 @@ def _render(tmp_path: Path, script: str, **env: str) -> subprocess.CompletedProc
     submit = tmp_path / "submit"
     if not submit.exists():
         shutil.copytree(SLURM, submit / "scripts" / "slurm")
+        shutil.copy(REPO / "scripts" / "gpu_check.sh", submit / "scripts")
         stubs = tmp_path / "bin"
         stubs.mkdir()
-        for tool, text in (("vllm", VLLM_STUB), ("curl", STUB), ("scalingdown", STUB), ("accelerate", STUB)):
+        tools = {"vllm": VLLM_STUB, "curl": STUB, "scalingdown": STUB, "accelerate": STUB, "python": STUB}
+        for tool, text in tools.items():
             (stubs / tool).write_text(text)
             (stubs / tool).chmod(0o755)
     base = {
@@ -170,6 +172,27 @@ def test_teach_template_serves_waits_teaches(tmp_path: Path) -> None:
     assert (tmp_path / "scratch" / "hf_home").is_dir()  # HF_HOME went to scratch
 
 
+@pytest.mark.parametrize(
+    ("gpus", "tp", "flags"),
+    [
+        ("4", "1", "--tensor-parallel-size 1 --data-parallel-size 4"),
+        ("4", "2", "--tensor-parallel-size 2 --data-parallel-size 2"),
+        ("4", None, "--tensor-parallel-size 4"),
+    ],
+)
+def test_teach_template_splits_gpus_into_tensor_and_data_parallel(tmp_path, gpus, tp, flags) -> None:
+    env = {"CONFIG": "configs/gsm8k.yaml", "MODEL": "m", "GPUS": gpus, **({"TP": tp} if tp else {})}
+    result = _render(tmp_path, "teach_vllm.sbatch", **env)
+    assert result.returncode == 0, result.stderr
+    assert _calls(tmp_path)[0] == f"vllm serve m --port 8000 {flags}"
+
+
+def test_teach_template_refuses_a_tp_that_does_not_divide_the_gpus(tmp_path) -> None:
+    result = _render(tmp_path, "teach_vllm.sbatch", CONFIG="c.yaml", MODEL="m", GPUS="4", TP="3")
+    assert result.returncode == 1 and "TP=3 does not divide GPUS=4" in result.stderr
+    assert _calls(tmp_path) == []
+
+
 def test_templates_refuse_a_missing_config(tmp_path: Path) -> None:
     for script in ("teach_vllm.sbatch", "train_array.sbatch", "eval_report.sbatch"):
         result = _render(tmp_path, script, MODEL="m", STUDENTS="a", SLURM_ARRAY_TASK_ID="0")
@@ -208,3 +231,12 @@ def test_environment_yml_installs_the_package() -> None:
     assert "python=3.11" in deps and "pip" in deps
     pip = next(d["pip"] for d in deps if isinstance(d, dict))
     assert any(line.startswith("-e .") for line in pip)
+
+
+def test_gpu_check_template_runs_the_check_into_logs(tmp_path: Path) -> None:
+    result = _render(tmp_path, "gpu_check.sbatch", SLURM_JOB_ID="77", TMPDIR="/node/local")
+    assert result.returncode == 0, result.stderr
+    assert _calls(tmp_path) == [
+        "python -m scalingdown.gpucheck --out logs/gpu_check-77.json "
+        "--work-dir /node/local/scalingdown-gpu-check"
+    ]
