@@ -159,6 +159,7 @@ def test_teach_template_serves_waits_teaches(tmp_path: Path) -> None:
         "teach_vllm.sbatch",
         CONFIG="configs/gsm8k.yaml",
         MODEL="Qwen/Qwen2.5-7B-Instruct",
+        TEACHER="qwen2.5-7b",
         PORT="8001",
         GPUS="2",
     )
@@ -168,7 +169,7 @@ def test_teach_template_serves_waits_teaches(tmp_path: Path) -> None:
         calls[0] == "vllm serve Qwen/Qwen2.5-7B-Instruct --port 8001 --tensor-parallel-size 2" in calls
     )  # started in the background
     assert any(c.startswith("curl") and "http://localhost:8001/health" in c for c in calls)
-    assert calls[-1] == "scalingdown teach configs/gsm8k.yaml"
+    assert calls[-1] == "scalingdown teach configs/gsm8k.yaml --teacher qwen2.5-7b"
     assert (tmp_path / "scratch" / "hf_home").is_dir()  # HF_HOME went to scratch
 
 
@@ -184,7 +185,9 @@ def test_teach_template_splits_gpus_into_tensor_and_data_parallel(tmp_path, gpus
     env = {"CONFIG": "configs/gsm8k.yaml", "MODEL": "m", "GPUS": gpus, **({"TP": tp} if tp else {})}
     result = _render(tmp_path, "teach_vllm.sbatch", **env)
     assert result.returncode == 0, result.stderr
-    assert _calls(tmp_path)[0] == f"vllm serve m --port 8000 {flags}"
+    calls = _calls(tmp_path)
+    assert calls[0] == f"vllm serve m --port 8000 {flags}"
+    assert calls[-1] == "scalingdown teach configs/gsm8k.yaml"  # no TEACHER: every teacher
 
 
 def test_teach_template_refuses_a_tp_that_does_not_divide_the_gpus(tmp_path) -> None:

@@ -133,6 +133,9 @@ def teach(
     routing: bool | None = typer.Option(
         None, "--routing/--no-routing", help=field_help(TeachConfig, "routing")
     ),
+    teacher: list[str] | None = typer.Option(
+        None, help="Run only this teacher (repeat for several); e.g. one job per teacher server."
+    ),
 ) -> None:
     """Every teacher writes rationales for the train problems -> teachers/<name>/ (verified, cached)."""
     from scalingdown.study import ensure_teach
@@ -140,7 +143,7 @@ def teach(
     study = load_study(
         config, {"run_dir": run_dir, "teach.limit": limit, "teach.policy": policy, "teach.routing": routing}
     )
-    ensure_teach(study)
+    ensure_teach(study, only=teacher or None)
 
 
 @app.command()

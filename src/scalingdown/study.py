@@ -66,12 +66,13 @@ def ensure_data(study: StudyConfig) -> dict:
     return report
 
 
-def ensure_teach(study: StudyConfig) -> dict[str, dict]:
-    """The teach stage; cheap to repeat, since every stored answer comes from the cache."""
+def ensure_teach(study: StudyConfig, *, only: list[str] | None = None) -> dict[str, dict]:
+    """The teach stage (every teacher, or those in `only`); cheap to repeat, since every stored answer
+    comes from the cache."""
     from scalingdown.teach.stage import run_teach_stage
 
     started = time.perf_counter()
-    summaries = run_teach_stage(study)
+    summaries = run_teach_stage(study, only=only)
     cost = sum(s.get("usage", {}).get("cost_this_run", 0.0) for s in summaries.values())
     update_manifest(Path(study.run_dir), study, "teach", seconds=time.perf_counter() - started, cost=cost)
     _print_teachers(summaries)

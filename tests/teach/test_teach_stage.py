@@ -336,6 +336,44 @@ def test_cost_aware_routing_asks_the_expensive_teacher_only_where_the_cheap_one_
     assert routing["cost_without_routing"] > summaries["expensive"]["usage"]["rationales"]["cost"]
 
 
+def test_one_teacher_per_job_builds_the_same_summary_and_routing_as_one_run(
+    tmp_path, gsm8k_dir, teacher_samples
+):
+    """`scalingdown teach --teacher NAME`: one job per teacher server, as the SLURM template runs it."""
+    from scalingdown.errors import UserError
+
+    train = questions_with_samples(gsm8k_dir, teacher_samples)[:30]
+    run = make_run(tmp_path, train, load_gsm8k("train", gsm8k_dir)[:1])
+    cheap = {
+        "name": "cheap",
+        "backend": "replay",
+        "model": str(teacher_samples),
+        "num_examples": 0,
+        "price_input_per_1k": 0.01,
+    }
+    with FaultServer(api_key=None) as server:
+        expensive = openai_teacher(
+            "expensive", server.base_url, num_examples=0, price_input_per_1k=10.0, price_output_per_1k=30.0
+        )
+        study = study_for(run, [expensive, cheap], routing=True, free_eval_problems=0)
+        with pytest.raises(
+            UserError, match="--teacher nobody: no such teacher; the config has expensive, cheap"
+        ):
+            run_teach_stage(study, only=["nobody"], progress=False)
+        first = run_teach_stage(study, only=["cheap"], progress=False)
+        assert list(first) == ["cheap"] and server.prompts_sent() == []
+        assert list(read_json(run / "teachers" / "summary.json")) == ["cheap"]
+        second = run_teach_stage(study, only=["expensive"], progress=False)
+        sent = len(server.prompts_sent())
+    assert list(second) == ["expensive"]
+    # The cheap teacher's stored rationales still route the expensive one, as in one run of both.
+    verified = first["cheap"]["verified"]
+    assert 0 < verified < 30 and second["expensive"]["routing"]["asked"] == 30 - verified == sent
+    summary = read_json(run / "teachers" / "summary.json")
+    assert list(summary) == ["expensive", "cheap"]  # the config's order
+    assert summary["cheap"] == json.loads(json.dumps(first["cheap"]))  # kept as the first job wrote it
+
+
 def test_chat_default_follows_the_backend_and_the_tokenizer(tmp_path, tiny_teacher):
     import shutil
 

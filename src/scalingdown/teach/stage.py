@@ -21,7 +21,7 @@ from collections import Counter
 from collections.abc import Sequence
 from pathlib import Path
 
-from scalingdown.artifacts import write_json, write_jsonl
+from scalingdown.artifacts import read_json, write_json, write_jsonl
 from scalingdown.config import StudyConfig, TeacherConfig
 from scalingdown.data.schema import Problem
 from scalingdown.errors import UserError
@@ -283,13 +283,21 @@ def teach_one(
     return {**summary, "usage": usage_record}
 
 
-def run_teach_stage(study: StudyConfig, *, progress: bool = True) -> dict[str, dict]:
-    """Every teacher in turn; a teacher that fails is reported and the others go on."""
+def run_teach_stage(
+    study: StudyConfig, *, only: list[str] | None = None, progress: bool = True
+) -> dict[str, dict]:
+    """Every teacher in turn (or those named in `only`); a teacher that fails is reported and the others
+    go on. teachers/summary.json keeps the entries of teachers not run this time, so one job per
+    teacher (e.g. one SLURM job per vLLM server) builds the same summary as one run of all of them."""
     from scalingdown.data.stage import load_run_problems
 
     run_dir = Path(study.run_dir)
     if not study.teachers:
         raise UserError("no teachers configured (the 'teachers' list is empty)")
+    names = [t.name for t in study.teachers]
+    unknown = sorted(set(only or []) - set(names))
+    if unknown:
+        raise UserError(f"--teacher {unknown[0]}: no such teacher; the config has {', '.join(names)}")
     train = load_run_problems(run_dir, "train")[: study.teach.limit]
     test = load_run_problems(run_dir, "test")[: study.teach.free_eval_problems]
     (run_dir / "teachers").mkdir(parents=True, exist_ok=True)
@@ -297,9 +305,18 @@ def run_teach_stage(study: StudyConfig, *, progress: bool = True) -> dict[str, d
     if study.teach.routing:
         order.sort(key=lambda item: (item[1].price_input_per_1k + item[1].price_output_per_1k, item[0]))
     verified: Counter[str] = Counter()
+    summary_path = run_dir / "teachers" / "summary.json"
+    earlier = read_json(summary_path) if only and summary_path.is_file() else {}
     summaries: dict[str, dict] = {}
     with ResponseCache(run_dir / "teachers" / CACHE_FILE) as cache:
         for index, teacher in order:
+            if only and teacher.name not in only:
+                if teacher.name in earlier:
+                    summaries[teacher.name] = earlier[teacher.name]
+                if study.teach.routing:  # its stored rationales still count for the teachers after it
+                    for row in _read_kept(run_dir, teacher.name):
+                        verified[row["problem_id"]] += bool(row["verified"])
+                continue
             todo = list(train)
             if study.teach.routing:
                 todo = [p for p in train if verified[p.id] < study.teach.target_verified]
@@ -316,14 +333,15 @@ def run_teach_stage(study: StudyConfig, *, progress: bool = True) -> dict[str, d
             summaries[teacher.name] = summary
     if study.teach.routing:
         _routing_savings(summaries)
-    write_json(run_dir / "teachers" / "summary.json", summaries)
-    return summaries
+    write_json(summary_path, {name: summaries[name] for name in names if name in summaries})
+    return {name: summaries[name] for name in names if name in summaries and (not only or name in only)}
 
 
 def _read_kept(run_dir: Path, name: str) -> list[dict]:
     from scalingdown.artifacts import read_jsonl
 
-    return read_jsonl(teacher_dir(run_dir, name) / "rationales.jsonl")
+    path = teacher_dir(run_dir, name) / "rationales.jsonl"
+    return read_jsonl(path) if path.is_file() else []
 
 
 def _routing_savings(summaries: dict[str, dict]) -> None:
