@@ -10,10 +10,8 @@ import torch
 from tokenizers.processors import TemplateProcessing
 from transformers import AutoTokenizer
 
-from scalingdown.config import TinyModelConfig
-from scalingdown.data.synthetic import generate
 from scalingdown.errors import UserError
-from scalingdown.evaluate.prompts import worked_example, zero_shot
+from scalingdown.evaluate.prompts import zero_shot
 from scalingdown.models.loading import load_model
 from scalingdown.teach import Request, SamplingParams, get_backend, hf_backend
 from scalingdown.teach.cache import CachedBackend, ResponseCache
@@ -27,20 +25,6 @@ MESSAGES = [
     {"role": "system", "content": "Solve step by step."},
     {"role": "user", "content": "Question: Ann has 3 apples and buys 4 more. How many now?"},
 ]
-
-
-@pytest.fixture(scope="module")
-def problems():
-    return generate(40, seed=3, split="train")
-
-
-@pytest.fixture(scope="module")
-def tiny_dir(tmp_path_factory, problems) -> Path:
-    from scalingdown.models.tiny import build_tiny
-
-    config = TinyModelConfig(hidden_size=32, num_layers=2, num_heads=2, vocab_size=384, max_positions=256)
-    out = tmp_path_factory.mktemp("hf-teacher") / "model"
-    return build_tiny(config, [worked_example(p) for p in problems], out, seed=0, progress=False)
 
 
 @pytest.fixture(scope="module")

@@ -28,7 +28,7 @@ def test_registered_with_the_documented_defaults():
     o = VLLMBackend.from_options({"model": "Qwen/Qwen2.5-7B-Instruct"}).options
     assert (o.tensor_parallel_size, o.pipeline_parallel_size, o.dtype) == (1, 1, "auto")
     assert (o.gpu_memory_utilization, o.max_model_len, o.seed) == (0.9, None, 0)
-    assert (o.trust_remote_code, o.enforce_eager) == (False, False)
+    assert (o.trust_remote_code, o.enforce_eager, o.data_parallel_size) == (False, False, 1)
 
 
 @pytest.mark.parametrize(
@@ -40,6 +40,7 @@ def test_registered_with_the_documented_defaults():
         ({"max_model_len": 0}, "options.max_model_len"),
         ({"dtype": "fp8"}, "options.dtype"),
         ({"tensor_parallel": 2}, "options.tensor_parallel"),
+        ({"data_parallel_size": 0}, "options.data_parallel_size"),
     ],
 )
 def test_bad_options_name_the_key(options, key):
@@ -122,6 +123,7 @@ def test_options_and_sampling_reach_vllm_and_results_keep_request_order(stand_in
     (llm,) = _StandInLLM.created  # built once, kept
     assert llm.kwargs["model"] == "org/teacher" and llm.kwargs["tensor_parallel_size"] == 2
     assert llm.kwargs["seed"] == 5 and llm.kwargs["max_model_len"] == 512
+    assert "data_parallel_size" not in llm.kwargs  # ours: vLLM's own option of that name means another thing
     assert llm.calls[0] == ("chat", [MESSAGES]) and llm.calls[1] == (
         "generate",
         ["one two three", "four five"],

@@ -23,16 +23,22 @@ inside generation fails the requests not yet reported. An empty completion is re
 (a local model is deterministic for a given seed, so failing it would only make a rerun repeat it);
 the verification step drops it. Token counts are the model's own: `prompt_tokens` once per prompt,
 `completion_tokens` summed over the n completions, each up to and including its EOS.
+
+Data parallel: with `data_parallel_size` > 1, `generate` hands the batch to a
+`scalingdown.teach.replicas.ReplicaPool` of that many worker processes, each with its own copy of
+the model on its own GPU (one GPU per replica; on a CPU, each with its share of the cores), started
+on the first batch and stopped by `close()`. The model is then never loaded in this process. Each
+replica sees only its own GPU, so `device` must be 'auto', 'cpu', 'cuda' or 'cuda:0'.
 """
 
 from __future__ import annotations
 
 import gc
 from collections.abc import Sequence
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import torch
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator
 
 from scalingdown.errors import UserError
 from scalingdown.evaluate.generation import DecodingSettings, Generation, generate_texts
@@ -48,6 +54,9 @@ from scalingdown.teach.backend import (
     validate_options,
 )
 
+if TYPE_CHECKING:
+    from scalingdown.teach.replicas import ReplicaPool
+
 
 class HFOptions(BaseModel):
     """Options of the `hf` backend (a teacher's `options` section, plus its `model`)."""
@@ -60,6 +69,9 @@ class HFOptions(BaseModel):
         "auto", description="Weights' dtype: 'auto' is bfloat16 on a GPU that has it, else float32."
     )
     batch_size: int = Field(32, ge=1, description="Prompts generated together in one batch.")
+    data_parallel_size: int = Field(
+        1, ge=1, description="Copies of the model, each in its own process on its own GPU (or CPU share)."
+    )
 
     @field_validator("device")
     @classmethod
@@ -72,6 +84,16 @@ class HFOptions(BaseModel):
                     f"{device!r} is not a device; use 'auto', 'cpu', 'cuda' or 'cuda:N'"
                 ) from None
         return device
+
+    @field_validator("data_parallel_size")
+    @classmethod
+    def _replicas_use_their_own_gpu(cls, size: int, info: ValidationInfo) -> int:
+        device = info.data.get("device", "auto")
+        if size > 1 and device.startswith("cuda:") and device != "cuda:0":
+            raise ValueError(
+                f"each replica sees only its own GPU as cuda:0; use device 'auto', not {device!r}"
+            )
+        return size
 
 
 def chat_as_text(messages: Sequence[dict[str, Any]]) -> str:
@@ -116,11 +138,13 @@ class HFBackend(TeacherBackend):
         self.model = self.options.model
         self._loaded: LoadedModel | None = None
         self._load_error: str | None = None
+        self._pool: ReplicaPool | None = None
 
     def __repr__(self) -> str:
         o = self.options
         return (
-            f"HFBackend(model={o.model!r}, device={o.device!r}, dtype={o.dtype!r}, batch_size={o.batch_size})"
+            f"HFBackend(model={o.model!r}, device={o.device!r}, dtype={o.dtype!r}, "
+            f"batch_size={o.batch_size}, data_parallel_size={o.data_parallel_size})"
         )
 
     def _load(self) -> LoadedModel | None:
@@ -148,6 +172,12 @@ class HFBackend(TeacherBackend):
     ) -> list[Result]:
         if not requests:
             return []
+        if self.options.data_parallel_size > 1:
+            if self._pool is None:
+                from scalingdown.teach.replicas import ReplicaPool
+
+                self._pool = ReplicaPool("hf", self.options, replicas=self.options.data_parallel_size)
+            return self._pool.generate(requests, params, on_result=on_result)
         results: list[Result | None] = [None] * len(requests)
         caller_failed = False
 
@@ -212,7 +242,10 @@ class HFBackend(TeacherBackend):
         return list(results)  # type: ignore[arg-type]
 
     def close(self) -> None:
-        """Free the model (and GPU memory); a later `generate` loads it again."""
+        """Free the model (and GPU memory) and stop the replicas; a later `generate` loads it again."""
+        pool, self._pool = self._pool, None
+        if pool is not None:
+            pool.close()
         loaded, self._loaded = self._loaded, None
         self._load_error = None
         if loaded is None:

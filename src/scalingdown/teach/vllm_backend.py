@@ -23,14 +23,22 @@ memory) gives every request that one error; a chunk that vLLM rejects as a whole
 longer than `max_model_len` fails the whole call) is retried one request at a time, so only the
 requests at fault fail. Token counts are vLLM's own (`prompt_token_ids`, each completion's
 `token_ids`).
+
+Data parallel: offline `vllm.LLM` has no data parallel for dense models, so `data_parallel_size` > 1
+runs that many independent engines, each in its own process on its own `tensor_parallel_size *
+pipeline_parallel_size` GPUs, through `scalingdown.teach.replicas.ReplicaPool`; `generate` hands the
+batch to the pool (started on the first batch, stopped by `close()`) and builds no engine in this
+process. The option is ours and never reaches `vllm.LLM` (whose own `data_parallel_size` means
+ranks of one distributed engine, launched by hand for offline use).
 """
 
 from __future__ import annotations
 
 import contextlib
 import gc
+import importlib.util
 from collections.abc import Sequence
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -45,12 +53,15 @@ from scalingdown.teach.backend import (
     validate_options,
 )
 
+if TYPE_CHECKING:
+    from scalingdown.teach.replicas import ReplicaPool
+
 INSTALL_HINT = "the vllm backend needs `pip install scalingdown[vllm]` and a GPU"
 CHUNK_SIZE = 1024  # requests per vLLM call; see the module docstring
 
 
 class VLLMOptions(BaseModel):
-    """Options of the `vllm` backend; each is passed to `vllm.LLM` under the same name."""
+    """Options of the `vllm` backend; each but `data_parallel_size` is passed to `vllm.LLM` as named."""
 
     model_config = ConfigDict(extra="forbid")
 
@@ -69,6 +80,11 @@ class VLLMOptions(BaseModel):
     seed: int = Field(0, description="Engine seed, used for requests whose sampling has no seed.")
     trust_remote_code: bool = Field(False, description="Run model code shipped with a Hub model.")
     enforce_eager: bool = Field(False, description="No CUDA graphs: starts faster, generates slower.")
+    data_parallel_size: int = Field(
+        1,
+        ge=1,
+        description="Independent engines, each in its own process on its own tensor x pipeline GPUs.",
+    )
 
 
 def import_vllm() -> Any:
@@ -98,20 +114,25 @@ class VLLMBackend(TeacherBackend):
         self.model = self.options.model
         self._llm: Any = None
         self._load_error: str | None = None
+        self._pool: ReplicaPool | None = None
 
     def __repr__(self) -> str:
         o = self.options
         return (
             f"VLLMBackend(model={o.model!r}, tensor_parallel_size={o.tensor_parallel_size}, "
-            f"pipeline_parallel_size={o.pipeline_parallel_size})"
+            f"pipeline_parallel_size={o.pipeline_parallel_size}, data_parallel_size={o.data_parallel_size})"
         )
+
+    def engine_kwargs(self) -> dict[str, Any]:
+        """The keyword arguments of `vllm.LLM`: every option but ours (`data_parallel_size`)."""
+        return self.options.model_dump(exclude={"data_parallel_size"})
 
     def _engine(self) -> Any:
         """The `vllm.LLM`, built on first use; None when it failed to start (`_load_error` says why)."""
         vllm = import_vllm()  # raises UserError when missing, before anything else
         if self._llm is None and self._load_error is None:
             try:
-                self._llm = vllm.LLM(**self.options.model_dump())
+                self._llm = vllm.LLM(**self.engine_kwargs())
             except Exception as exc:
                 hint = ""
                 with contextlib.suppress(Exception):
@@ -121,6 +142,20 @@ class VLLMBackend(TeacherBackend):
                         hint = " (no CUDA GPU is visible)"
                 self._load_error = f"vLLM cannot load {self.options.model}{hint}: {_first_line(exc)}"
         return self._llm
+
+    def _replicas(self) -> ReplicaPool:
+        """The pool of engines; a missing vLLM is reported here, before any worker starts."""
+        if self._pool is None:
+            # find_spec, not import: importing vLLM here would cost the parent seconds for nothing.
+            with contextlib.suppress(ValueError):  # ValueError: imported already, without a spec
+                if importlib.util.find_spec("vllm") is None:
+                    raise UserError(INSTALL_HINT)
+            from scalingdown.teach.replicas import ReplicaPool
+
+            o = self.options
+            gpus = o.tensor_parallel_size * o.pipeline_parallel_size
+            self._pool = ReplicaPool("vllm", o, replicas=o.data_parallel_size, gpus_per_replica=gpus)
+        return self._pool
 
     def _sampling_params(self, params: SamplingParams) -> Any:
         return import_vllm().SamplingParams(
@@ -137,6 +172,8 @@ class VLLMBackend(TeacherBackend):
     ) -> list[Result]:
         if not requests:
             return []
+        if self.options.data_parallel_size > 1:
+            return self._replicas().generate(requests, params, on_result=on_result)
         llm = self._engine()
         results: list[Result] = []
         for start in range(0, len(requests), CHUNK_SIZE):
@@ -195,7 +232,10 @@ class VLLMBackend(TeacherBackend):
         return results
 
     def close(self) -> None:
-        """Shut the engine down and free its GPU memory; a later `generate` starts a new one."""
+        """Shut the engine (or the replicas) down and free GPU memory; a later `generate` starts anew."""
+        pool, self._pool = self._pool, None
+        if pool is not None:
+            pool.close()
         llm, self._llm = self._llm, None
         self._load_error = None
         if llm is None:
