@@ -56,6 +56,7 @@ SMOKE_PLAN = Plan(
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="gpu_check.sh",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
         description="Measure generation (hf, vLLM) and LoRA bf16 training speed of real-size student and "
         "teacher shapes (random weights, built here, no network) and write the figures as JSON.",
     )
@@ -67,7 +68,9 @@ def _parser() -> argparse.ArgumentParser:
         help="Where the random-weight models are saved (about 4 GB on a GPU run; reused by later runs).",
     )
     parser.add_argument("--budget-seconds", type=float, default=300, help="Time budget for the whole check.")
-    parser.add_argument("--peak-tflops", type=float, help="The GPU's peak dense bf16 TFLOP/s, for MFU.")
+    parser.add_argument(
+        "--peak-tflops", type=float, help="Peak dense bf16 TFLOP/s for MFU; None: the data-sheet table's."
+    )
     parser.add_argument("--skip-vllm", action="store_true", help="Do not measure the vLLM backend.")
     parser.add_argument("--vllm-eager", action="store_true", help="vLLM without CUDA graphs (starts faster).")
     parser.add_argument(
@@ -121,6 +124,8 @@ def run(args: argparse.Namespace) -> int:
     def build() -> dict:
         for name, folder in dirs.items():
             build_random_model(SHAPES[name], folder, device=device, dtype=dtype)
+        if device.type == "cuda":  # hand the build's cached memory back before vLLM sizes its KV cache
+            torch.cuda.empty_cache()
         return {"dirs": {name: str(folder) for name, folder in dirs.items()}, "dtype": plan.dtype}
 
     def generation(name: str):
