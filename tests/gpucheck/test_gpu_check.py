@@ -154,3 +154,24 @@ def test_flops_per_token_count_every_multiply_and_attention(tmp_path):
 )
 def test_peak_table_matches_the_most_specific_name(name, peak):
     assert peak_tflops(name) == peak
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+def test_gpu_run_measures_every_section_within_its_budget(tmp_path):
+    """The real check on a GPU (`pytest -m gpu`): every section measured, figures physically possible."""
+    done, figures = run_check(tmp_path, "--work-dir", str(tmp_path / "models"))
+    assert done.returncode == 0, done.stderr[-3000:]
+    sections = figures["sections"]
+    assert figures["seconds"] <= figures["budget_seconds"] + 30
+    for name in ("hf_teacher", "hf_student", "lora_student"):
+        assert sections[name]["tokens_per_second"] > 0, sections[name]
+    train = sections["lora_student"]
+    assert train["mixed_precision"] == "bf16" and train["loss_last"] < train["loss_first"] + 1
+    if train["mfu"] is not None:
+        assert 0 < train["mfu"] < 1
+    # The student is 3x smaller than the teacher: the same engine generates faster on it.
+    assert sections["hf_student"]["tokens_per_second"] > sections["hf_teacher"]["tokens_per_second"]
+    if "tokens_per_second" in sections["vllm_teacher"]:
+        assert sections["vllm_teacher"]["failed_requests"] == 0
+        assert figures["vllm_over_hf_teacher"] > 1
