@@ -62,6 +62,7 @@ def test_two_replicas_answer_like_one_in_order(pool, requests, reference):
     assert [r.key for r in results] == [r.key for r in requests]
     assert all(r.ok for r in results)
     assert [r.texts for r in results] == [r.texts for r in reference[12]]
+    assert len({tuple(r.texts) for r in results}) > 6  # the texts differ by prompt, so order shows
     tokens = [(r.prompt_tokens, r.completion_tokens) for r in results]
     assert tokens == [(r.prompt_tokens, r.completion_tokens) for r in reference[12]]
     assert sorted(r.key for r in seen) == sorted(r.key for r in requests)  # each key once
@@ -203,3 +204,34 @@ def test_more_gpus_than_visible_fail_every_request(options):
     assert all(r.error == f"{expected}{visible} visible" for r in results)
     assert pool.worker_pids == []
     pool.close()
+
+
+def test_the_teach_stage_with_two_hf_replicas_writes_what_one_process_writes(tmp_path, tiny_dir, problems):
+    """Through a study config, the stage and its answer cache: the option changes where, not what."""
+    from scalingdown.artifacts import read_jsonl
+    from scalingdown.config import parse_config
+    from scalingdown.data.schema import write_problems
+    from scalingdown.teach.stage import run_teach_stage
+
+    outputs = {}
+    for replicas in (1, 2):
+        run = tmp_path / f"run-{replicas}"
+        write_problems(run / "data" / "train.jsonl", problems[:12])
+        write_problems(run / "data" / "test.jsonl", problems[12:14])
+        teacher = {
+            "name": "local",
+            "backend": "hf",
+            "model": str(tiny_dir),
+            "options": {"device": "cpu", "batch_size": 4, "data_parallel_size": replicas},
+            "num_examples": 0,
+            "sampling": {"temperature": 0.0, "max_tokens": 24},
+        }
+        study = parse_config(
+            {"run_dir": str(run), "seed": 0, "teachers": [teacher], "teach": {"policy": "keep"}}
+        )
+        summary = run_teach_stage(study, progress=False)["local"]
+        assert "error" not in summary, summary
+        rows = read_jsonl(run / "teachers" / "local" / "rationales.jsonl")
+        outputs[replicas] = sorted((r["problem_id"], r["text"]) for r in rows)
+    assert len(outputs[1]) == 12 and len({text for _, text in outputs[1]}) > 6  # texts differ by prompt
+    assert outputs[2] == outputs[1]
