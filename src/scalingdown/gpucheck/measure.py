@@ -29,6 +29,7 @@ import torch
 
 from scalingdown.gpucheck.flops import mfu, peak_tflops, training_flops_per_token
 from scalingdown.gpucheck.shapes import SPECIALS, random_prompts
+from scalingdown.gpucheck.vllm_probe import RESULT_MARKER
 
 
 def _sync(device: torch.device) -> None:
@@ -189,12 +190,10 @@ def vllm_generation(
         done = subprocess.run(command, capture_output=True, text=True, timeout=timeout)
     except subprocess.TimeoutExpired:
         return {"error": f"the vLLM child process ran past its {timeout:.0f} s share of the time budget"}
-    lines = done.stdout.strip().splitlines()
-    if lines:
-        try:
-            return json.loads(lines[-1])
-        except json.JSONDecodeError:
-            pass
+    # vLLM logs to stdout too, possibly after our line (shutdown messages): find ours by its marker.
+    for line in reversed(done.stdout.splitlines()):
+        if line.startswith(RESULT_MARKER):
+            return json.loads(line[len(RESULT_MARKER) :])
     tail = (done.stderr.strip().splitlines() or ["no output"])[-1]
     return {"error": f"the vLLM child process exited with code {done.returncode}: {tail}"}
 

@@ -3,7 +3,8 @@
     python -m scalingdown.gpucheck.vllm_probe MODEL_DIR [--prompts N] [--prompt-tokens T]
         [--new-tokens K] [--eager]
 
-Prints one JSON line: the figures, {"skipped": why} when vLLM is not installed, or {"error": why}.
+Prints one line, `RESULT_MARKER` then JSON: the figures, {"skipped": why} when vLLM is not installed,
+or {"error": why}. (vLLM writes its own log lines to stdout as well.)
 The engine's start (weights, memory profiling, CUDA graphs) is timed on its own with a one-request
 warm-up, so tokens/s is the steady batch throughput a long teach run sees. Greedy decoding: a
 random-weight model almost never picks the end-of-sequence id, so nearly every request generates
@@ -18,6 +19,8 @@ import time
 
 from scalingdown.errors import UserError
 from scalingdown.gpucheck.shapes import random_prompts
+
+RESULT_MARKER = "gpu-check-result: "
 
 
 def probe(model_dir: str, *, prompts: int, prompt_tokens: int, new_tokens: int, eager: bool) -> dict:
@@ -87,7 +90,7 @@ def main() -> None:
         )
     except Exception as exc:  # the parent records the reason; a traceback would be lost in its capture
         figures = {"error": f"{type(exc).__name__}: {(str(exc).strip().splitlines() or [''])[0]}"}
-    print(json.dumps(figures), flush=True)
+    print(RESULT_MARKER + json.dumps(figures), flush=True)
 
 
 if __name__ == "__main__":
