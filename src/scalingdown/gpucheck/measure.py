@@ -121,6 +121,7 @@ def lora_training(
     params = [p for p in student.model.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(params, lr=hp.learning_rate, weight_decay=hp.weight_decay)
     model, optimizer = accelerator.prepare(student.model, optimizer)
+    params = [p for p in model.parameters() if p.requires_grad]  # as train.loop: after prepare
 
     generator = torch.Generator().manual_seed(0)
     vocab = model.config.vocab_size

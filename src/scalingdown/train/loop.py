@@ -131,6 +131,9 @@ def train(
     # The scheduler stays outside `prepare`: Accelerate would step it once per process, while ours
     # counts optimizer steps already. It is registered so checkpoints hold its state.
     model, optimizer = accelerator.prepare(model, optimizer)
+    # FSDP 2 (configs/accelerate/fsdp.yaml) replaces every parameter with a sharded DTensor: clipping
+    # the list taken before `prepare` would clip tensors that never get a gradient, i.e. nothing.
+    params = [p for p in model.parameters() if p.requires_grad]
     accelerator.register_for_checkpointing(scheduler)
     for teacher in white_box:
         teacher.model.to(accelerator.device).eval().requires_grad_(False)
