@@ -167,3 +167,18 @@ def test_a_failed_save_leaves_the_previous_student_intact(bases, tmp_path, monke
     save_student(student, out, metadata=metadata(data_hash="second"))
     assert student_template(out)["data_hash"] == "second"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["student"]
+
+
+@pytest.mark.parametrize("method", ["lora", "full"])
+def test_gathered_weights_are_saved_instead_of_the_model_objects_own(bases, tmp_path, method):
+    """After FSDP or DeepSpeed the model object holds a shard; the stage passes the gathered weights."""
+    holder = load_student(str(bases["llama"]), method=method, lora=LORA, device=CPU)  # untrained
+    gathered = trained(bases["llama"], method=method)
+    state_dict = {k: v.clone() for k, v in gathered.model.state_dict().items()}
+    out = save_student(holder, tmp_path / "student", metadata=metadata(), state_dict=state_dict)
+    loaded = load_model(str(out), device="cpu", dtype="float32")
+    holder.model.eval()
+    prompt = PROMPTS[0]
+    saved = logits(loaded.model, loaded.tokenizer, prompt, False)
+    assert torch.allclose(saved, logits(gathered.model, gathered.tokenizer, prompt, False), atol=1e-5)
+    assert not torch.allclose(saved, logits(holder.model, holder.tokenizer, prompt, False), atol=1e-3)

@@ -340,3 +340,19 @@ def _free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return sock.getsockname()[1]
+
+
+def test_deepspeed_gets_our_micro_batch_and_accumulation():
+    """Accelerate sizes DeepSpeed's batch from a dataloader the loop never gives it, and keeps DeepSpeed's
+    accumulation over ours: the loop writes both into the plugin's config (as shipped, 1 and 'auto')."""
+    from scalingdown.config import Hyperparameters
+    from scalingdown.train.loop import fit_deepspeed_batch
+
+    config = {
+        "train_micro_batch_size_per_gpu": "auto",
+        "gradient_accumulation_steps": 1,
+        "zero_optimization": {},
+    }
+    fit_deepspeed_batch(config, Hyperparameters(batch_size=6, grad_accumulation=4))
+    assert config["train_micro_batch_size_per_gpu"] == 6 and config["gradient_accumulation_steps"] == 4
+    assert config["zero_optimization"] == {}

@@ -46,6 +46,20 @@ class TrainResult:
     tokens_per_second: float = 0.0
     resumed_from: int | None = None
     seconds: float = 0.0
+    # The gathered weights when FSDP or DeepSpeed sharded them (complete on the main process only);
+    # None when the model object holds them whole (one process, DDP), which is then saved as it is.
+    state_dict: dict | None = field(default=None, repr=False)
+
+
+def fit_deepspeed_batch(config: dict, hp: Hyperparameters) -> None:
+    """Write our micro-batch and accumulation into a DeepSpeed config (in place).
+
+    Accelerate takes DeepSpeed's micro-batch from a dataloader given to `prepare`, which this loop
+    does not use (it batches by length itself), so without this `prepare` fails; and where the two
+    accumulation counts differ Accelerate keeps DeepSpeed's, which would make a "step" a micro-batch.
+    """
+    config["train_micro_batch_size_per_gpu"] = hp.batch_size
+    config["gradient_accumulation_steps"] = hp.grad_accumulation
 
 
 def mixed_precision(setting: str) -> str:
@@ -106,7 +120,7 @@ def train(
     log go to `work_dir`. Returns the loss of every optimizer step.
     """
     from accelerate import Accelerator
-    from accelerate.utils import set_seed
+    from accelerate.utils import DistributedType, set_seed
     from tqdm.auto import tqdm
 
     if not features:
@@ -120,6 +134,8 @@ def train(
         log_with=_trackers(hp.report_to) or None,
         project_dir=str(work_dir),
     )
+    if accelerator.state.deepspeed_plugin is not None:
+        fit_deepspeed_batch(accelerator.state.deepspeed_plugin.deepspeed_config, hp)
     set_seed(seed)
     per_epoch = len(_epoch_batches(features, hp, seed, 0))
     steps_per_epoch = max(1, per_epoch // (hp.grad_accumulation * accelerator.num_processes))
@@ -228,6 +244,10 @@ def train(
     for tracker in accelerator.trackers:  # not end_training(): the stage still needs the process group
         tracker.finish()
     seconds = time.perf_counter() - started
+    state_dict = None
+    if accelerator.distributed_type in (DistributedType.FSDP, DistributedType.DEEPSPEED):
+        # Sharded (FSDP, ZeRO-3) or cast weights: gather them whole; every process must take part.
+        state_dict = accelerator.get_state_dict(model)
     model = accelerator.unwrap_model(model)
     return TrainResult(
         steps=step,
@@ -236,6 +256,7 @@ def train(
         tokens_per_second=tokens * accelerator.num_processes / max(seconds, 1e-9),
         resumed_from=int(resumed.name.split("-")[1]) if resumed else None,
         seconds=seconds,
+        state_dict=state_dict,
     )
 
 

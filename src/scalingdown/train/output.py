@@ -32,14 +32,23 @@ CARD_FILE = "README.md"
 _CARD_SECTIONS = {"prompt_template", "config", "lora", "hyperparameters", "versions", "losses", "stop"}
 
 
-def save_student(student: Student, out_dir: str | Path, *, metadata: dict, merge: bool = False) -> Path:
+def save_student(
+    student: Student,
+    out_dir: str | Path,
+    *,
+    metadata: dict,
+    merge: bool = False,
+    state_dict: dict | None = None,
+) -> Path:
     """Write `student` to `out_dir` atomically; returns `out_dir`.
 
     `scalingdown.json` is `metadata` plus the student's `method`, `base_model`,
     `trainable_parameters` and `total_parameters` (these four come from the student and win over
     equal keys in `metadata`). With `merge` and a lora/qlora student, `out_dir/merged/` also holds
     the adapter merged into full weights (rebuilt from the saved adapter on the CPU, so the
-    in-memory student is left as it is), the tokenizer and a copy of scalingdown.json.
+    in-memory student is left as it is), the tokenizer and a copy of scalingdown.json. `state_dict`,
+    when given, is what is saved instead of the model's own tensors: the weights gathered after FSDP or
+    DeepSpeed training, where the model object holds only this process's shard.
     """
     out_dir = Path(out_dir)
     with atomic_directory(out_dir) as tmp:
@@ -52,7 +61,8 @@ def save_student(student: Student, out_dir: str | Path, *, metadata: dict, merge
         }
         # PEFT writes adapter_config.json + adapter_model.safetensors; transformers config.json +
         # model.safetensors. Both default to safetensors; saying so guards against a changed default.
-        student.model.save_pretrained(tmp, safe_serialization=True)
+        gathered = {} if state_dict is None else {"state_dict": state_dict}
+        student.model.save_pretrained(tmp, safe_serialization=True, **gathered)
         student.tokenizer.save_pretrained(tmp)
         write_json(tmp / STUDENT_FILE, meta)
         (tmp / CARD_FILE).write_text(model_card(meta), encoding="utf-8")

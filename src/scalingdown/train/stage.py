@@ -186,7 +186,13 @@ def train_student(study: StudyConfig, index: int, problems: list[Problem], *, pr
             "seed": study.seed,
             "versions": package_versions(("scalingdown", "torch", "transformers", "peft", "accelerate")),
         }
-        out = save_student(student, student_dir(run_dir, spec.name), metadata=metadata, merge=spec.merge)
+        out = save_student(
+            student,
+            student_dir(run_dir, spec.name),
+            metadata=metadata,
+            merge=spec.merge,
+            state_dict=result.state_dict,
+        )
         log = work / "train_log.jsonl"
         if log.exists():
             shutil.copyfile(log, out / "train_log.jsonl")
