@@ -17,3 +17,10 @@ class UserError(Exception):
         if path is not None:
             where = f"{path}:{line}: " if line is not None else f"{path}: "
         super().__init__(f"{where}{message}")
+
+
+def exception_line(exc: BaseException) -> str:
+    """`TypeName: first line of the message` (or `TypeName`): how a failure that is recorded rather than
+    raised (a teacher request, a replica, a GPU check section) is told in one line."""
+    first = (str(exc).strip().splitlines() or [""])[0]
+    return f"{type(exc).__name__}: {first}" if first else type(exc).__name__

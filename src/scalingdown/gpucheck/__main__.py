@@ -95,6 +95,7 @@ def _say(started: float, message: str) -> None:
 def run(args: argparse.Namespace) -> int:
     import torch
 
+    from scalingdown.errors import exception_line
     from scalingdown.gpucheck import measure
     from scalingdown.gpucheck.shapes import SHAPES, build_random_model, count_parameters
 
@@ -172,8 +173,7 @@ def run(args: argparse.Namespace) -> int:
             try:
                 result = section(left)
             except Exception as exc:  # recorded, and the next section still runs
-                first = (str(exc).strip().splitlines() or [""])[0]
-                result = {"error": f"{type(exc).__name__}: {first}"}
+                result = {"error": exception_line(exc)}
             result["wall_seconds"] = round(time.perf_counter() - t0, 1)
         failed = failed or "error" in result
         record["sections"][name] = result

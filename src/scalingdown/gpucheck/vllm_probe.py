@@ -17,7 +17,7 @@ import argparse
 import json
 import time
 
-from scalingdown.errors import UserError
+from scalingdown.errors import UserError, exception_line
 from scalingdown.gpucheck.shapes import random_prompts
 
 RESULT_MARKER = "gpu-check-result: "
@@ -89,7 +89,7 @@ def main() -> None:
             eager=args.eager,
         )
     except Exception as exc:  # the parent records the reason; a traceback would be lost in its capture
-        figures = {"error": f"{type(exc).__name__}: {(str(exc).strip().splitlines() or [''])[0]}"}
+        figures = {"error": exception_line(exc)}
     print(RESULT_MARKER + json.dumps(figures), flush=True)
 
 

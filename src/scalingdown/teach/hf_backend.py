@@ -40,7 +40,7 @@ from typing import TYPE_CHECKING, Any, Literal
 import torch
 from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator
 
-from scalingdown.errors import UserError
+from scalingdown.errors import UserError, exception_line
 from scalingdown.evaluate.generation import DecodingSettings, Generation, generate_texts
 from scalingdown.models.loading import LoadedModel, load_model
 from scalingdown.teach.backend import (
@@ -156,10 +156,7 @@ class HFBackend(TeacherBackend):
             except UserError as exc:  # its message already names the model path
                 self._load_error = f"cannot load the hf teacher model: {exc}"
             except Exception as exc:  # a broken weights file, out of memory, ...
-                first = (str(exc).strip().splitlines() or [""])[0]
-                self._load_error = (
-                    f"cannot load the hf teacher model {o.model}: {type(exc).__name__}: {first}"
-                )
+                self._load_error = f"cannot load the hf teacher model {o.model}: {exception_line(exc)}"
         return self._loaded
 
     def has_chat_template(self) -> bool:
@@ -234,8 +231,7 @@ class HFBackend(TeacherBackend):
         except Exception as exc:
             if caller_failed:
                 raise
-            first = (str(exc).strip().splitlines() or [""])[0]
-            error = f"generation failed: {type(exc).__name__}: {first}"
+            error = f"generation failed: {exception_line(exc)}"
             for i in todo:
                 if results[i] is None:
                     finish(i, Result(requests[i].key, error=error))

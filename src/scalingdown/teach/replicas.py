@@ -41,6 +41,7 @@ from typing import Any
 
 from pydantic import BaseModel
 
+from scalingdown.errors import exception_line
 from scalingdown.teach.backend import OnResult, Request, Result, SamplingParams
 
 Finish = Callable[[int, Result], None]  # records the result of the request at a position
@@ -48,11 +49,6 @@ Chunks = dict[int, "_Chunk"]  # chunk id -> chunk, for the chunks of one call st
 
 POLL_S = 0.5  # how often the parent looks at the workers' sentinels while it waits
 JOIN_S = 10.0  # how long close() waits for a worker to stop before terminating it
-
-
-def first_line(exc: BaseException) -> str:
-    first = (str(exc).strip().splitlines() or [""])[0]
-    return f"{type(exc).__name__}: {first}" if first else type(exc).__name__
 
 
 def visible_gpus() -> list[str]:
@@ -85,7 +81,8 @@ def _serve_replica(
 
         backend = get_backend(backend_name).from_options(options)
     except Exception as exc:
-        conn.send(("failed", f"replica {index} cannot build the {backend_name} backend: {first_line(exc)}"))
+        reason = f"replica {index} cannot build the {backend_name} backend: {exception_line(exc)}"
+        conn.send(("failed", reason))
         return
     conn.send(("ready",))
     try:
@@ -97,7 +94,7 @@ def _serve_replica(
                     requests, params, on_result=lambda r, c=chunk_id: conn.send(("result", c, r))
                 )
             except Exception as exc:
-                error = f"replica {index} failed: {first_line(exc)}"
+                error = f"replica {index} failed: {exception_line(exc)}"
             conn.send(("done", chunk_id, error))
     except (EOFError, OSError):  # the parent is gone (its watcher thread ends this process anyway)
         pass

@@ -42,7 +42,7 @@ from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from scalingdown.errors import UserError
+from scalingdown.errors import UserError, exception_line
 from scalingdown.teach.backend import (
     OnResult,
     Request,
@@ -98,11 +98,6 @@ def import_vllm() -> Any:
     return vllm
 
 
-def _first_line(exc: BaseException) -> str:
-    first = (str(exc).strip().splitlines() or [""])[0]
-    return f"{type(exc).__name__}: {first}" if first else type(exc).__name__
-
-
 @register_backend("vllm")
 class VLLMBackend(TeacherBackend):
     """Completions from `vllm.LLM`; see the module docstring for the policy."""
@@ -140,7 +135,7 @@ class VLLMBackend(TeacherBackend):
 
                     if not torch.cuda.is_available():
                         hint = " (no CUDA GPU is visible)"
-                self._load_error = f"vLLM cannot load {self.options.model}{hint}: {_first_line(exc)}"
+                self._load_error = f"vLLM cannot load {self.options.model}{hint}: {exception_line(exc)}"
         return self._llm
 
     def _replicas(self) -> ReplicaPool:
@@ -193,7 +188,7 @@ class VLLMBackend(TeacherBackend):
             return self._call(llm, requests, sampling)
         except Exception as exc:
             if len(requests) == 1:
-                return [Result(requests[0].key, error=f"vLLM rejected this request: {_first_line(exc)}")]
+                return [Result(requests[0].key, error=f"vLLM rejected this request: {exception_line(exc)}")]
         # One bad prompt fails vLLM's whole call: find it (or them) by sending one at a time.
         return [result for request in requests for result in self._generate_chunk(llm, [request], sampling)]
 
