@@ -452,10 +452,9 @@ def _validated(model: type[BaseModel], data: dict, where: str, source: str | Pat
         raise UserError(f"{where}{_key_path(tuple(first['loc']))}: {message}", path=source) from None
 
 
-def training_settings(study: StudyConfig, index: int) -> tuple[LoraSettings, Hyperparameters]:
-    """LoRA settings and hyperparameters of student `index`: the shipped defaults
-    (configs/lora_config.json, configs/hyperparameters.yaml), then the study's overrides, then the
-    student's own. A mistake names the key that made it, e.g. `students[1].hyperparameters.batch_size`."""
+def shipped_training_defaults() -> tuple[dict, dict]:
+    """The shipped LoRA settings and hyperparameters (configs/lora_config.json,
+    configs/hyperparameters.yaml) as dicts, each checked; a mistake names its file."""
     import json
 
     folder = shipped_config_dir()
@@ -465,9 +464,17 @@ def training_settings(study: StudyConfig, index: int) -> tuple[LoraSettings, Hyp
         hyper = yaml.safe_load(hp_file.read_text(encoding="utf-8")) or {}
     except (OSError, ValueError, yaml.YAMLError) as exc:
         raise UserError(f"cannot read the shipped training defaults: {exc}", path=folder) from None
-    student = study.students[index]
     _validated(LoraSettings, lora, "", lora_file)
     _validated(Hyperparameters, hyper, "", hp_file)
+    return lora, hyper
+
+
+def training_settings(study: StudyConfig, index: int) -> tuple[LoraSettings, Hyperparameters]:
+    """LoRA settings and hyperparameters of student `index`: the shipped defaults
+    (configs/lora_config.json, configs/hyperparameters.yaml), then the study's overrides, then the
+    student's own. A mistake names the key that made it, e.g. `students[1].hyperparameters.batch_size`."""
+    lora, hyper = shipped_training_defaults()
+    student = study.students[index]
     _validated(LoraSettings, {**lora, **study.lora}, "lora.", "study config")
     _validated(Hyperparameters, {**hyper, **study.hyperparameters}, "hyperparameters.", "study config")
     where = f"students[{index}]."

@@ -104,17 +104,15 @@ def lora_training(
     peak: float | None,
 ) -> dict:
     """Tokens/s, step time, peak memory and MFU of LoRA training steps as `scalingdown train` runs them."""
-    import yaml
     from accelerate import Accelerator
 
-    from scalingdown.config import Hyperparameters, LoraSettings, shipped_config_dir
+    from scalingdown.config import Hyperparameters, LoraSettings, shipped_training_defaults
     from scalingdown.train.loop import mixed_precision
     from scalingdown.train.objective import IGNORE_INDEX, example_losses, multitask_loss
     from scalingdown.train.students import load_student
 
-    folder = shipped_config_dir()  # the shipped defaults a study starts from
-    lora = LoraSettings.model_validate_json((folder / "lora_config.json").read_text())
-    hp = Hyperparameters.model_validate(yaml.safe_load((folder / "hyperparameters.yaml").read_text()) or {})
+    lora_defaults, hp_defaults = shipped_training_defaults()  # what a study starts from
+    lora, hp = LoraSettings.model_validate(lora_defaults), Hyperparameters.model_validate(hp_defaults)
     student = load_student(str(model_dir), method="lora", lora=lora, device=device)
     precision = mixed_precision("auto")
     accelerator = Accelerator(cpu=device.type != "cuda", mixed_precision=precision)
