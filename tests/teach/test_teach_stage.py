@@ -19,12 +19,13 @@ import pytest
 import yaml
 
 from scalingdown.artifacts import read_json, read_jsonl
-from scalingdown.config import TinyModelConfig, parse_config
+from scalingdown.config import TinyModelConfig, load_config, parse_config
 from scalingdown.data.gsm8k import load_gsm8k
 from scalingdown.data.schema import write_problems
 from scalingdown.data.synthetic import generate
 from scalingdown.evaluate.prompts import worked_example
-from scalingdown.teach.stage import run_teach_stage
+from scalingdown.teach.cache import cache_key
+from scalingdown.teach.stage import run_teach_stage, sampling_params
 from tests.teach.fault_server import FaultConfig, FaultServer
 
 KEY = "sk-secret-test-key-0123456789"
@@ -275,7 +276,8 @@ def test_kill_9_halfway_then_rerun_sends_nothing_stored_and_matches_a_clean_run(
         proc.wait()
         assert proc.returncode == -signal.SIGKILL
         with sqlite3.connect(run / "teachers" / "cache.sqlite") as db:
-            stored = db.execute("SELECT COUNT(*) FROM responses").fetchone()[0]
+            stored_keys = {row[0] for row in db.execute("SELECT key FROM responses")}
+        stored = len(stored_keys)
         assert 0 < stored < 40, "the kill should land halfway"
         assert not (run / "teachers" / "remote" / "rationales.jsonl").exists()
         sent_before = set(server.prompts_sent())
@@ -284,7 +286,14 @@ def test_kill_9_halfway_then_rerun_sends_nothing_stored_and_matches_a_clean_run(
         out, err = finished.communicate(timeout=120)
         assert finished.returncode == 0, err
         resent = [r.prompt for r in server.log[log_mark:] if r.prompt in sent_before and r.status == 200]
-        stored_prompts = [p for p in sent_before if p in {r.prompt for r in server.successes()[:stored]}]
+        # Which prompts the killed run stored, from the cache's own keys (the server's order of answers
+        # is not the order the client stored them in).
+        teacher = load_config(config).teachers[0]
+        params = sampling_params(teacher, 3)
+        stored_prompts = [
+            p for p in sent_before if cache_key("openai", teacher.model, p, params) in stored_keys
+        ]
+        assert len(stored_prompts) == stored
         assert not set(resent) & set(stored_prompts)
         assert len(server.log[log_mark:]) <= 40 - stored + 2  # in-flight at the kill may go again
         # An uninterrupted run with the same seed writes the same rationales.
