@@ -114,6 +114,21 @@ class FaultServer:
     def successes(self) -> list[LoggedRequest]:
         return [entry for entry in self.log if entry.status == 200 and not entry.fault]
 
+    def wait_quiet(self, quiet_s: float = 0.3, timeout_s: float = 10.0) -> None:
+        """Return once no request has been in flight or arrived for `quiet_s` (stragglers of a client
+        that stopped mid-run: a request it had written may reach a handler thread a moment later)."""
+        deadline = time.monotonic() + timeout_s
+        seen, since = -1, time.monotonic()
+        while time.monotonic() < deadline:
+            with self._lock:
+                state = (len(self.log), self._in_flight)
+            if state[0] != seen or state[1]:
+                seen, since = state[0], time.monotonic()
+            elif time.monotonic() - since >= quiet_s:
+                return
+            time.sleep(0.02)
+        raise TimeoutError(f"the server was still busy after {timeout_s} s")
+
     # -- internals used by the handler ------------------------------------------------------------
     def _draw_fault(self, prompt: str) -> str:
         """Pick this request's fault from a hash of (seed, prompt, times seen)."""
