@@ -84,7 +84,7 @@ def hf_generation(
         "max_new_tokens": new_tokens,
         "batch_size": batch_size,
         "generated_tokens": generated,
-        "seconds": round(seconds, 3),
+        "seconds": round(seconds, 6),  # tokens_per_second is computed from it: keep it precise
         "tokens_per_second": round(generated / seconds, 1),
         "peak_memory_gb": _peak_gb(device),
     }
@@ -160,7 +160,7 @@ def lora_training(
         "batch_size": batch_size,
         "warmup_steps": warmup,
         "steps": steps,
-        "step_seconds": round(seconds / steps, 4),
+        "step_seconds": round(seconds / steps, 6),
         "tokens_per_second": round(tokens_per_second, 1),
         "flops_per_token": flops,
         "achieved_tflops": round(tokens_per_second * flops / 1e12, 2),

@@ -67,7 +67,7 @@ def probe(model_dir: str, *, prompts: int, prompt_tokens: int, new_tokens: int, 
         "generated_tokens": generated,
         "failed_requests": len(failed),
         **({"first_error": failed[0].error} if failed else {}),
-        "seconds": round(seconds, 3),
+        "seconds": round(seconds, 6),  # tokens_per_second is computed from it: keep it precise
         "tokens_per_second": round(generated / seconds, 1),
     }
 
