@@ -27,6 +27,7 @@ from pathlib import Path
 
 import torch
 
+from scalingdown.evaluate.efficiency import package_versions, peak_memory, reset_peak_memory
 from scalingdown.gpucheck.flops import mfu, peak_tflops, training_flops_per_token
 from scalingdown.gpucheck.shapes import SPECIALS, random_prompts
 from scalingdown.gpucheck.vllm_probe import RESULT_MARKER
@@ -37,13 +38,10 @@ def _sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
-def _reset_peak(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.reset_peak_memory_stats(device)
-
-
 def _peak_gb(device: torch.device) -> float | None:
-    return round(torch.cuda.max_memory_allocated(device) / 2**30, 2) if device.type == "cuda" else None
+    """CUDA's max allocated since `reset_peak_memory`, in GiB; None on the CPU (whose figure would be
+    the whole process's RSS, not the model's)."""
+    return round(peak_memory(device)["bytes"] / 2**30, 2) if device.type == "cuda" else None
 
 
 def _free() -> None:
@@ -68,7 +66,7 @@ def hf_generation(
     loaded = load_model(str(model_dir), device=str(device), dtype="auto")
     texts = random_prompts(prompts, prompt_tokens, loaded.model.config.vocab_size, seed=1)
     generate_texts(loaded, texts[:1], DecodingSettings(max_new_tokens=4, batch_size=1), progress=False)
-    _reset_peak(device)
+    reset_peak_memory(device)
     _sync(device)
     started = time.perf_counter()
     settings = DecodingSettings(max_new_tokens=new_tokens, batch_size=batch_size)
@@ -132,7 +130,7 @@ def lora_training(
     weights = torch.ones(batch_size, device=accelerator.device)
 
     losses, times = [], []
-    _reset_peak(device)
+    reset_peak_memory(device)
     model.train()
     for step in range(warmup + steps):
         _sync(device)
@@ -199,15 +197,7 @@ def vllm_generation(
 
 def device_facts(device: torch.device) -> dict:
     """What the figures were measured on: the GPU (or CPU) and the versions of the stack."""
-    from importlib import metadata
-
-    def version(package: str) -> str | None:
-        try:
-            return metadata.version(package)
-        except metadata.PackageNotFoundError:
-            return None
-
-    facts: dict = {"type": device.type, "torch": torch.__version__}
+    facts: dict = {"type": device.type}
     if device.type == "cuda":
         props = torch.cuda.get_device_properties(device)
         facts.update(
@@ -223,6 +213,5 @@ def device_facts(device: torch.device) -> dict:
         import platform
 
         facts.update(name=platform.processor() or platform.machine(), threads=torch.get_num_threads())
-    for package in ("scalingdown", "transformers", "peft", "accelerate", "vllm"):
-        facts[package] = version(package)
+    facts.update(package_versions(("scalingdown", "torch", "transformers", "peft", "accelerate", "vllm")))
     return facts
