@@ -6,7 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from scalingdown.config import StudyConfig, load_config
+from scalingdown.config import StudyConfig
+from scalingdown.config_file import load_config
 from scalingdown.errors import UserError
 
 CONFIG_DIR = Path(__file__).resolve().parents[1] / "configs"
@@ -73,17 +74,17 @@ def test_empty_file_gives_defaults(tmp_path: Path) -> None:
 
 
 def test_training_defaults_load_and_overrides_name_their_key(tmp_path: Path) -> None:
-    from scalingdown.config import parse_config, training_settings
+    from scalingdown.config import training_settings
+    from scalingdown.config_file import parse_config
 
     base = {"students": [{"name": "s", "path": "x", "hyperparameters": {"batch_size": 3}}]}
     lora, hyper = training_settings(parse_config({**base, "hyperparameters": {"learning_rate": 0.1}}), 0)
     assert lora.r >= 1 and hyper.batch_size == 3 and hyper.learning_rate == 0.1
-    bad = parse_config({"students": [{"name": "s", "path": "x", "hyperparameters": {"batch_size": 0}}]})
+    # Mistakes in the nested blocks are found when the config is read, not at train time.
     with pytest.raises(UserError, match=r"students\[0\]\.hyperparameters\.batch_size: "):
-        training_settings(bad, 0)
-    typo = parse_config({"students": [{"name": "s", "path": "x"}], "lora": {"rank": 4}})
+        parse_config({"students": [{"name": "s", "path": "x", "hyperparameters": {"batch_size": 0}}]})
     with pytest.raises(UserError, match=r"lora\.rank: Extra inputs"):
-        training_settings(typo, 0)
+        parse_config({"students": [{"name": "s", "path": "x"}], "lora": {"rank": 4}})
 
 
 def test_tiny_teachers_need_hf_and_a_corpus(tmp_path: Path) -> None:

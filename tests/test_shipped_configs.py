@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from scalingdown.config import load_config
+from scalingdown.config_file import load_config
 
 REPO = Path(__file__).resolve().parents[1]
 STUDIES = [REPO / "configs" / "gsm8k.yaml", REPO / "configs" / "aqua.yaml"]

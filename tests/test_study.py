@@ -7,7 +7,7 @@ import json
 from pathlib import Path
 
 from scalingdown.artifacts import read_json
-from scalingdown.config import parse_config
+from scalingdown.config_file import parse_config
 from scalingdown.data.synthetic import generate_splits
 from scalingdown.evaluate.prompts import worked_solution
 from scalingdown.study import run_study

@@ -11,7 +11,7 @@ import json
 import os
 import shutil
 import tempfile
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import IO, Any
@@ -73,18 +73,78 @@ def _directory_mode() -> int:
     return 0o777 & ~umask
 
 
+@contextmanager
+def file_lock(path: str | Path) -> Iterator[None]:
+    """Hold an exclusive lock for a read-modify-write of `path` (an advisory `flock` on a hidden
+    `.<name>.lock` beside it), so processes that update one file (parallel `train --student` jobs,
+    stages recording themselves in manifest.json) do not lose each other's changes."""
+    import fcntl
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with (path.parent / f".{path.name}.lock").open("a") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def update_json(path: str | Path, change: Callable[[dict], dict | None]) -> dict:
+    """Read the JSON object at `path` (or {}), apply `change` (which edits it in place or returns
+    a new one) and write it back atomically, all under `file_lock(path)`. Returns what was written."""
+    path = Path(path)
+    with file_lock(path):
+        current = read_json(path) if path.is_file() else {}
+        if not isinstance(current, dict):
+            current = {}
+        result = change(current)
+        current = current if result is None else result
+        write_json(path, current)
+    return current
+
+
+def merge_json(path: str | Path, entries: dict) -> dict:
+    """Add `entries` to the JSON object at `path`, keeping the keys of other writers (locked)."""
+    return update_json(path, lambda current: current.update(entries))
+
+
 def write_json(path: str | Path, obj: Any) -> None:
     with atomic_open(path) as handle:
         json.dump(obj, handle, indent=2, sort_keys=False, default=str)
         handle.write("\n")
 
 
-def read_json(path: str | Path) -> Any:
+def decode_text(data: bytes, path: str | Path, *, what: str = "file", first_line: int = 1) -> str:
+    """`data` as UTF-8 text, or a `UserError` naming the file and line: a binary file (NUL bytes) or
+    one in another encoding is a user's mistake, not a crash."""
+    if b"\x00" in data:
+        line = first_line + data[: data.index(b"\x00")].count(b"\n")
+        raise UserError(f"this {what} is a binary file, not text", path=path, line=line)
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        line = first_line + data[: exc.start].count(b"\n")
+        raise UserError(
+            f"this {what} is not UTF-8 text (byte 0x{data[exc.start]:02x}); save it as UTF-8",
+            path=path,
+            line=line,
+        ) from None
+
+
+def read_text(path: str | Path, *, what: str = "file") -> str:
+    """A text file's content; unreadable, binary or non-UTF-8 files raise one `UserError` line."""
     path = Path(path)
     try:
-        text = path.read_text(encoding="utf-8")
+        data = path.read_bytes()
     except OSError as exc:
-        raise UserError(f"cannot read file ({exc.strerror or exc})", path=path) from None
+        raise UserError(f"cannot read {what} ({exc.strerror or exc})", path=path) from None
+    return decode_text(data, path, what=what)
+
+
+def read_json(path: str | Path) -> Any:
+    path = Path(path)
+    text = read_text(path)
     try:
         return json.loads(text)
     except json.JSONDecodeError as exc:
@@ -108,11 +168,12 @@ def iter_jsonl(path: str | Path) -> Iterator[tuple[int, dict]]:
     """Yield `(line_number, object)` for each non-blank line; a bad line raises `UserError`."""
     path = Path(path)
     try:
-        handle = path.open(encoding="utf-8")
+        handle = path.open("rb")
     except OSError as exc:
         raise UserError(f"cannot read file ({exc.strerror or exc})", path=path) from None
     with handle:
-        for number, line in enumerate(handle, start=1):
+        for number, raw in enumerate(handle, start=1):
+            line = decode_text(raw, path, first_line=number)
             if not line.strip():
                 continue
             try:

@@ -59,7 +59,7 @@ def _set(tree: dict, dotted: str, value: Any) -> None:
 
 def load_study(config: Path | None, overrides: dict[str, Any]) -> StudyConfig:
     """The config file (or defaults) with command-line flags laid over it, validated as one."""
-    from scalingdown.config import load_config, parse_config
+    from scalingdown.config_file import load_config, parse_config
 
     study = load_config(config) if config is not None else StudyConfig()
     given = {k: v for k, v in overrides.items() if v is not None}
@@ -77,7 +77,7 @@ def validate(config: Path = typer.Argument(..., help="Study config (YAML) to che
     """Check a study config and print its resolved form."""
     import yaml
 
-    from scalingdown.config import load_config
+    from scalingdown.config_file import load_config
 
     study = load_config(config)
     typer.echo(yaml.safe_dump(study.model_dump(mode="json"), sort_keys=False).rstrip())

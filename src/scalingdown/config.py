@@ -1,8 +1,8 @@
 """The typed study config: one source of truth for every option.
 
 Field descriptions double as the CLI's `--help` text (see `field_help`). A YAML file is read with
-`load_config`; any mistake becomes one `UserError` line naming the file, the line and the key path,
-e.g. `study.yaml:7: teachers[1].backend: Input should be 'openai', 'vllm', 'hf' or 'replay'`.
+`config_file.load_config`; any mistake becomes one `UserError` line naming the file, the line and the
+key path, e.g. `study.yaml:7: teachers[1].backend: Input should be 'openai', 'vllm', 'hf' or 'replay'`.
 """
 
 from __future__ import annotations
@@ -11,13 +11,29 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from scalingdown.errors import UserError
 
 
 class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    # Strict types: `seed: true` or `temperature: "0.5"` in a YAML file is a mistake, not a value to
+    # coerce. Unknown keys are refused at every level.
+    model_config = ConfigDict(extra="forbid", strict=True)
+
+
+# A name becomes a folder (eval/<name>/, students/<name>/, teachers/<name>/): a plain file name only.
+NAME_PATTERN = r"^[A-Za-z0-9_][A-Za-z0-9._+-]{0,99}$"
+NAME_RULE = "must be a plain file name: letters, digits and . _ + - (no '/', no '..', not hidden)"
+
+
+def check_name(value: str) -> str:
+    """`value` when it is a plain file name (NAME_PATTERN, and not '.' or '..'), else ValueError."""
+    import re
+
+    if not re.fullmatch(NAME_PATTERN, value) or value in (".", ".."):
+        raise ValueError(f"{value!r} {NAME_RULE}")
+    return value
 
 
 class SyntheticConfig(_Strict):
@@ -85,6 +101,12 @@ class ModelConfig(_Strict):
     """A model to evaluate: a Hugging Face id or local path, or a tiny model built on the spot."""
 
     name: str = Field(description="Short name; results go to eval/<name>/.")
+
+    @field_validator("name")
+    @classmethod
+    def _plain_name(cls, value: str) -> str:
+        return check_name(value)
+
     path: str | None = Field(None, description="Hugging Face model id or local directory.")
     tiny: TinyModelConfig | None = Field(
         None, description="Build a tiny model locally instead of loading one."
@@ -154,6 +176,12 @@ class TeacherConfig(_Strict):
     """A teacher model that writes rationales (the teach stage)."""
 
     name: str = Field(description="Short name; rationales go to teachers/<name>/.")
+
+    @field_validator("name")
+    @classmethod
+    def _plain_name(cls, value: str) -> str:
+        return check_name(value)
+
     backend: Literal["openai", "vllm", "hf", "replay"] = Field(
         description="How the teacher is reached: 'openai' (any OpenAI-compatible endpoint), 'vllm' (offline "
         "vllm.LLM), 'hf' (local transformers model) or 'replay' (rationales read from a file)."
@@ -283,6 +311,12 @@ class StudentConfig(_Strict):
     """A student model to distil into."""
 
     name: str = Field(description="Short name; the trained student goes to students/<name>/.")
+
+    @field_validator("name")
+    @classmethod
+    def _plain_name(cls, value: str) -> str:
+        return check_name(value)
+
     path: str | None = Field(None, description="Hugging Face model id or local directory of the base model.")
     tiny: TinyModelConfig | None = Field(None, description="Build a tiny model locally (demo, tests).")
     method: Literal["lora", "qlora", "full"] = Field(
@@ -335,7 +369,9 @@ class StudyConfig(_Strict):
     """A whole study: data, teachers, models and evaluation settings."""
 
     name: str = Field("study", description="Name of the study, shown in reports.")
-    run_dir: str = Field("runs/study", description="Directory that holds every artifact of the run.")
+    run_dir: str = Field(
+        "runs/study", min_length=1, description="Directory that holds every artifact of the run."
+    )
     seed: int = Field(0, description="Seed for data sampling, model init and decoding.")
     data: DataConfig = Field(default_factory=DataConfig)
     eval: EvalConfig = Field(default_factory=EvalConfig)
@@ -368,68 +404,17 @@ class StudyConfig(_Strict):
         return self
 
 
-def field_help(model: type[BaseModel], name: str) -> str:
-    """The field's description, so CLI `--help` and YAML docs say the same thing."""
-    return model.model_fields[name].description or ""
-
-
-def _key_path(loc: tuple[Any, ...]) -> str:
+def key_path(loc: tuple[Any, ...]) -> str:
+    """`("students", 1, "lora", "r")` -> `students[1].lora.r`."""
     out = ""
     for item in loc:
         out += f"[{item}]" if isinstance(item, int) else (f".{item}" if out else str(item))
     return out or "(top level)"
 
 
-def _line_of(node: yaml.Node | None, loc: tuple[Any, ...]) -> int | None:
-    """1-based line of the deepest YAML node that `loc` reaches."""
-    line = node.start_mark.line + 1 if node is not None else None
-    for item in loc:
-        if isinstance(node, yaml.MappingNode):
-            match = next((v for k, v in node.value if k.value == item), None)
-            if match is None:
-                key = next((k for k, _ in node.value if k.value == item), None)
-                return key.start_mark.line + 1 if key is not None else line
-            node = match
-        elif isinstance(node, yaml.SequenceNode) and isinstance(item, int) and item < len(node.value):
-            node = node.value[item]
-        else:
-            break
-        line = node.start_mark.line + 1
-    return line
-
-
-def parse_config(data: Any, *, source: str | Path = "<config>", node: yaml.Node | None = None) -> StudyConfig:
-    """Validate a mapping into a `StudyConfig`; the first error becomes one `UserError` line."""
-    if data is None:
-        data = {}
-    if not isinstance(data, dict):
-        raise UserError("the config must be a mapping of keys to values", path=source)
-    try:
-        return StudyConfig.model_validate(data)
-    except ValidationError as exc:
-        errors = exc.errors()
-        first = errors[0]
-        loc = tuple(x for x in first["loc"] if not (isinstance(x, str) and x.startswith("function-")))
-        message = first["msg"].removeprefix("Value error, ")
-        more = f" (and {len(errors) - 1} more)" if len(errors) > 1 else ""
-        raise UserError(f"{_key_path(loc)}: {message}{more}", path=source, line=_line_of(node, loc)) from None
-
-
-def load_config(path: str | Path) -> StudyConfig:
-    """Read and validate a study YAML file."""
-    path = Path(path)
-    try:
-        text = path.read_text(encoding="utf-8")
-    except OSError as exc:
-        raise UserError(f"cannot read config ({exc.strerror or exc})", path=path) from None
-    try:
-        node = yaml.compose(text)
-        data = yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
-        raise UserError(f"invalid YAML: {problem}", path=path, line=mark.line + 1 if mark else None) from None
-    return parse_config(data, source=path, node=node)
+def field_help(model: type[BaseModel], name: str) -> str:
+    """The field's description, so CLI `--help` and YAML docs say the same thing."""
+    return model.model_fields[name].description or ""
 
 
 def shipped_config_dir() -> Path:
@@ -449,7 +434,7 @@ def _validated(model: type[BaseModel], data: dict, where: str, source: str | Pat
     except ValidationError as exc:
         first = exc.errors()[0]
         message = first["msg"].removeprefix("Value error, ")
-        raise UserError(f"{where}{_key_path(tuple(first['loc']))}: {message}", path=source) from None
+        raise UserError(f"{where}{key_path(tuple(first['loc']))}: {message}", path=source) from None
 
 
 def shipped_training_defaults() -> tuple[dict, dict]:

@@ -1,7 +1,10 @@
 """`manifest.json`: what a run directory was made from and how long each stage took.
 
-It holds the merged config, package versions, the git commit of the code, seeds, hardware, and one
-entry per stage (seconds, cost, when it finished). Each stage updates it atomically when it ends.
+It holds the config, package versions, the git commit of the code, seeds, hardware, and one entry
+per stage (seconds, cost, when it finished, and the config sections it consumed). Each stage updates
+it when it ends, under a lock (parallel jobs on one run directory do not lose each other's entries),
+and changes only the config sections it consumed: `scalingdown eval` after `scalingdown data
+--dataset gsm8k` records its eval settings without overwriting the data config with eval's defaults.
 """
 
 from __future__ import annotations
@@ -11,8 +14,17 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from scalingdown.artifacts import read_json, write_json
+from scalingdown.artifacts import update_json
 from scalingdown.config import StudyConfig
+
+# The config sections each stage reads (a stage name "eval/<model>" counts as "eval").
+STAGE_SECTIONS = {
+    "data": ("name", "run_dir", "seed", "data"),
+    "teach": ("teachers", "teach"),
+    "train": ("students", "lora", "hyperparameters"),
+    "eval": ("eval", "models"),
+    "report": ("report",),
+}
 
 
 def git_commit() -> str | None:
@@ -38,21 +50,32 @@ def git_commit() -> str | None:
 
 
 def update_manifest(run_dir: Path, study: StudyConfig, stage: str, **entry: Any) -> dict:
-    """Record one finished stage (seconds, cost, ...) with the run's config, versions and hardware."""
+    """Record one finished stage (seconds, cost, ...) with its config sections, versions and hardware."""
     from scalingdown.evaluate.efficiency import hardware, package_versions
 
-    path = run_dir / "manifest.json"
-    manifest = read_json(path) if path.exists() else {}
-    manifest.update(
-        {
-            "config": study.model_dump(mode="json"),
+    config = study.model_dump(mode="json")
+    sections = STAGE_SECTIONS.get(stage.split("/", 1)[0], tuple(config))
+    consumed = {key: config[key] for key in sections if key in config}
+
+    def record(manifest: dict) -> None:
+        merged = manifest.get("config") if isinstance(manifest.get("config"), dict) else {}
+        manifest.update(
+            {
+                "config": {**merged, **consumed},
+                "seed": study.seed,
+                "versions": package_versions(
+                    ("scalingdown", "torch", "transformers", "tokenizers", "datasets", "peft", "accelerate")
+                ),
+                "git_commit": git_commit(),
+                "hardware": hardware(),
+            }
+        )
+        stages = manifest.setdefault("stages", {})
+        stages[stage] = {
+            **entry,
             "seed": study.seed,
-            "versions": package_versions(("scalingdown", "torch", "transformers", "tokenizers", "datasets")),
-            "git_commit": git_commit(),
-            "hardware": hardware(),
+            "config": consumed,
+            "finished": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         }
-    )
-    stages = manifest.setdefault("stages", {})
-    stages[stage] = {**entry, "finished": datetime.now(timezone.utc).isoformat(timespec="seconds")}
-    write_json(path, manifest)
-    return manifest
+
+    return update_json(run_dir / "manifest.json", record)

@@ -32,13 +32,10 @@ class TeacherPlan:
 def split_sizes(study: StudyConfig) -> tuple[int, int]:
     """Train and test problem counts: from data/ when the data stage ran with this data config, else
     from the config."""
-    from scalingdown.artifacts import read_json
-    from scalingdown.study import data_digest
+    from scalingdown.data.stage import current_report
 
     data_dir = Path(study.run_dir) / "data"
-    report = data_dir / "report.json"
-    current = report.is_file() and read_json(report).get("config_digest") == data_digest(study)
-    if current and (data_dir / "train.jsonl").is_file() and (data_dir / "test.jsonl").is_file():
+    if current_report(study, study.run_dir) is not None:
         return tuple(
             sum(1 for line in (data_dir / f"{s}.jsonl").open() if line.strip()) for s in ("train", "test")
         )

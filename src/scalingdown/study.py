@@ -6,8 +6,6 @@ For now a study is: data -> eval of every configured model. Each step skips what
 
 from __future__ import annotations
 
-import hashlib
-import json
 import time
 from pathlib import Path
 
@@ -17,6 +15,7 @@ from rich.table import Table
 
 from scalingdown.artifacts import read_json, write_json
 from scalingdown.config import ModelConfig, StudyConfig
+from scalingdown.digests import digest, file_digest, tree_fingerprint
 from scalingdown.errors import UserError
 from scalingdown.manifest import update_manifest
 
@@ -32,33 +31,17 @@ def default_config_path() -> Path:
     raise UserError("the built-in demo config is missing from this installation (configs/demo.yaml)")
 
 
-def _digest(obj: object) -> str:
-    return hashlib.sha256(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()[:16]
-
-
-def data_digest(study: StudyConfig) -> str:
-    """What the data stage's output depends on; `data/report.json` records it."""
-    return _digest([study.data.model_dump(mode="json"), study.seed])
-
-
 def ensure_data(study: StudyConfig) -> dict:
-    """Run the data stage unless `data/report.json` already matches this data config."""
-    from scalingdown.data.stage import run_data_stage
+    """Run the data stage unless `data/` already holds exactly this data config's output."""
+    from scalingdown.data.stage import current_report, run_data_stage
 
     run_dir = Path(study.run_dir)
-    report_path = run_dir / "data" / "report.json"
-    key = data_digest(study)
-    if report_path.exists():
-        report = read_json(report_path)
-        if report.get("config_digest") == key:
-            console.print(
-                f"[dim]data: done ({report['counts']['train']} train, {report['counts']['test']} test)"
-            )
-            return report
+    report = current_report(study, run_dir)
+    if report is not None:
+        console.print(f"[dim]data: done ({report['counts']['train']} train, {report['counts']['test']} test)")
+        return report
     started = time.perf_counter()
     report = run_data_stage(study, run_dir)
-    report["config_digest"] = key
-    write_json(report_path, report)
     update_manifest(run_dir, study, "data", seconds=time.perf_counter() - started, counts=report["counts"])
     console.print(
         f"data: {report['counts']['train']} train, {report['counts']['test']} test -> {run_dir / 'data'}"
@@ -163,32 +146,52 @@ def model_path(spec: ModelConfig, study: StudyConfig) -> str:
     return str(out)
 
 
-def evaluate_models(study: StudyConfig, *, force: bool = True) -> dict[str, dict]:
-    """Evaluate each configured model on the run's test problems; returns metrics by model name.
+def prompt_of(spec: ModelConfig, study: StudyConfig) -> str:
+    """The prompt format a model is evaluated with: its own, else the study's."""
+    return spec.prompt or study.eval.prompt
 
-    With `force=False` a model whose `metrics.json` already matches its settings is skipped.
-    A model that fails to load or generate is reported and the others go on.
+
+def eval_key(spec: ModelConfig, study: StudyConfig, path: str) -> str:
+    """What an evaluation depends on: the model's spec and weights (a local model's fingerprint),
+    the eval settings, the seed, the test set and, for a few-shot prompt, the train split the
+    exemplars come from. Any change makes a new key, and the model is evaluated again."""
+    from scalingdown.data.stage import split_digests
+
+    splits = split_digests(study.run_dir)
+    return digest(
+        [
+            spec.model_dump(mode="json"),
+            study.eval.model_dump(mode="json"),
+            study.seed,
+            path,
+            tree_fingerprint(path),
+            splits["test"],
+            splits["train"] if prompt_of(spec, study) == "few-shot" else None,
+        ]
+    )
+
+
+def evaluate_models(study: StudyConfig, *, force: bool = True) -> dict[str, dict]:
+    """Evaluate each configured model on the run's test problems; returns metrics by model name, and
+    `{"error": reason}` for a model that failed (the others go on).
+
+    With `force=False` a model whose `metrics.json` holds this evaluation's `eval_key` is skipped.
     """
     from scalingdown.data.stage import load_run_problems
     from scalingdown.evaluate.stage import evaluate_model
 
     run_dir = Path(study.run_dir)
     test = load_run_problems(run_dir, "test")
-    train = load_run_problems(run_dir, "train") if study.eval.prompt == "few-shot" else []
+    # Each model's own prompt decides what it needs: a few-shot model takes its exemplars from train.
+    needs_train = any(prompt_of(spec, study) == "few-shot" for spec in study.models)
+    train = load_run_problems(run_dir, "train") if needs_train else []
     results: dict[str, dict] = {}
     for spec in study.models:
         out_dir = run_dir / "eval" / spec.name
         started = time.perf_counter()
         try:
             path = model_path(spec, study)  # a tiny model is built here once, so its state is known
-            key = _digest(
-                [
-                    spec.model_dump(mode="json"),
-                    study.eval.model_dump(mode="json"),
-                    study.seed,
-                    _model_state(path),
-                ]
-            )
+            key = eval_key(spec, study, path)
             metrics_path = out_dir / "metrics.json"
             if not force and metrics_path.exists() and read_json(metrics_path).get("spec_digest") == key:
                 results[spec.name] = read_json(metrics_path)
@@ -200,7 +203,7 @@ def evaluate_models(study: StudyConfig, *, force: bool = True) -> dict[str, dict
                 model_path=path,
                 settings=study.eval,
                 out_dir=out_dir,
-                prompt_format=spec.prompt,
+                prompt_format=prompt_of(spec, study),
                 train_pool=train,
                 seed=study.seed,
             )
@@ -208,31 +211,18 @@ def evaluate_models(study: StudyConfig, *, force: bool = True) -> dict[str, dict
             if len(study.models) == 1:
                 raise
             console.print(f"[red]eval {spec.name} failed:[/red] {escape(str(exc))}")
+            results[spec.name] = {"error": str(exc)}
             continue
         metrics["spec_digest"] = key
+        metrics["test_digest"] = file_digest(run_dir / "data" / "test.jsonl")
         write_json(metrics_path, metrics)
         update_manifest(run_dir, study, f"eval/{spec.name}", seconds=time.perf_counter() - started)
         results[spec.name] = metrics
         _print_metrics(spec.name, metrics)
-    if len(results) > 1:
-        _print_table(results)
+    done = {name: m for name, m in results.items() if "error" not in m}
+    if len(done) > 1:
+        _print_table(done)
     return results
-
-
-def _model_state(path: str) -> list:
-    """What identifies a local model's weights: its records and its weight files' sizes and times,
-    so a student trained again is evaluated again. A Hub id has no local state."""
-    folder = Path(path)
-    if not folder.is_dir():
-        return []
-    state = []
-    for name in ("scalingdown.json", "tiny_build.json", "config.json", "adapter_config.json"):
-        if (folder / name).is_file():
-            state.append([name, (folder / name).read_text(encoding="utf-8")])
-    for weights in sorted(folder.glob("*.safetensors")):
-        stat = weights.stat()
-        state.append([weights.name, stat.st_size, stat.st_mtime_ns])
-    return state
 
 
 def _print_metrics(name: str, metrics: dict) -> None:
@@ -276,7 +266,13 @@ def score_external(study: StudyConfig, predictions: Path, *, name: str) -> dict:
 
     run_dir = Path(study.run_dir)
     test = load_run_problems(run_dir, "test")
-    metrics = score_predictions(test, predictions, name=name, out_dir=run_dir / "eval" / name)
+    metrics = score_predictions(
+        test,
+        predictions,
+        name=name,
+        out_dir=run_dir / "eval" / name,
+        test_digest=file_digest(run_dir / "data" / "test.jsonl"),
+    )
     _print_metrics(name, metrics)
     if metrics["missing_problems"]:
         console.print(

@@ -209,7 +209,7 @@ def test_more_gpus_than_visible_fail_every_request(options):
 def test_the_teach_stage_with_two_hf_replicas_writes_what_one_process_writes(tmp_path, tiny_dir, problems):
     """Through a study config, the stage and its answer cache: the option changes where, not what."""
     from scalingdown.artifacts import read_jsonl
-    from scalingdown.config import parse_config
+    from scalingdown.config_file import parse_config
     from scalingdown.data.schema import write_problems
     from scalingdown.teach.stage import run_teach_stage
 

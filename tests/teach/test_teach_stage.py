@@ -19,7 +19,8 @@ import pytest
 import yaml
 
 from scalingdown.artifacts import read_json, read_jsonl
-from scalingdown.config import TinyModelConfig, load_config, parse_config
+from scalingdown.config import TinyModelConfig
+from scalingdown.config_file import load_config, parse_config
 from scalingdown.data.gsm8k import load_gsm8k
 from scalingdown.data.schema import write_problems
 from scalingdown.data.synthetic import generate

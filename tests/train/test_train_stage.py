@@ -18,7 +18,7 @@ import pytest
 import yaml
 
 from scalingdown.artifacts import read_json, read_jsonl
-from scalingdown.config import parse_config
+from scalingdown.config_file import parse_config
 from scalingdown.data.schema import write_problems
 from scalingdown.data.synthetic import generate
 from scalingdown.errors import UserError

@@ -6,8 +6,13 @@ Outputs under `run_dir/data/`:
   examples}, seconds}`, the stage's record and its completion mark.
 
 Crash safety: everything is loaded and checked before the first byte is written; the three files are
-then written in full under temporary names and renamed into place, the report last. A failure at any
-point leaves what an earlier run wrote in `run_dir/data` untouched.
+then written in full under temporary names, the old report (the completion mark) is removed, the
+splits are renamed into place and the new report lands last. A failure while loading leaves what an
+earlier run wrote untouched; a crash between the renames leaves no report, so nothing looks done.
+
+"Done" (`current_report`) means: a report whose `config_digest` is this config's `data_key` (the data
+config, the seed and, for a local copy, a fingerprint of its files) and whose recorded digests of
+`train.jsonl` and `test.jsonl` are those of the files on disk.
 """
 
 from __future__ import annotations
@@ -18,11 +23,12 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
-from scalingdown.artifacts import write_json
+from scalingdown.artifacts import read_json, write_json
 from scalingdown.config import StudyConfig
 from scalingdown.data.overlap import find_overlaps
 from scalingdown.data.schema import Problem, read_problems, write_problems
 from scalingdown.data.sources import load_data
+from scalingdown.digests import digest, file_digest, tree_fingerprint
 from scalingdown.errors import UserError
 
 DATA_DIR = "data"
@@ -33,6 +39,35 @@ EXAMPLES_IN_REPORT = 10
 
 def data_dir(run_dir: str | Path) -> Path:
     return Path(run_dir) / DATA_DIR
+
+
+def data_key(config: StudyConfig) -> str:
+    """What the data stage's output depends on: the data config, the seed and a local copy's files
+    (an edited local file makes a new key; a Hub data set is keyed by its name and settings)."""
+    source = tree_fingerprint(config.data.path) if config.data.path else None
+    return digest([config.data.model_dump(mode="json"), config.seed, source])
+
+
+def split_digests(run_dir: str | Path) -> dict[str, str | None]:
+    """sha256 digests of the split files as they are on disk now."""
+    out = data_dir(run_dir)
+    return {split: file_digest(out / name) for split, name in SPLIT_FILES.items()}
+
+
+def current_report(config: StudyConfig, run_dir: str | Path) -> dict | None:
+    """The data report when the stage is done for exactly this config and these files, else None."""
+    path = data_dir(run_dir) / REPORT_FILE
+    if not path.is_file():
+        return None
+    try:
+        report = read_json(path)
+    except UserError:
+        return None  # unreadable: the stage runs again and rewrites it
+    if not isinstance(report, dict) or report.get("config_digest") != data_key(config):
+        return None
+    if report.get("split_digests") != split_digests(run_dir):
+        return None
+    return report
 
 
 def run_data_stage(config: StudyConfig, run_dir: str | Path, *, console: Any = None) -> dict[str, Any]:
@@ -71,13 +106,16 @@ def run_data_stage(config: StudyConfig, run_dir: str | Path, *, console: Any = N
     try:
         write_problems(staged["train"], loaded.train)
         write_problems(staged["test"], loaded.test)
-        # Renames are all that is left: the window in which a crash mixes old and new is tiny,
-        # and the report (the completion mark) lands last, so a mix never looks finished.
+        # The old report goes first: between the renames below a crash may mix old and new splits,
+        # and without a report that mix never counts as done. The new report lands last.
+        (out / REPORT_FILE).unlink(missing_ok=True)
         for split, name in SPLIT_FILES.items():
             os.replace(staged[split], out / name)
     finally:
         for path in staged.values():
             path.unlink(missing_ok=True)
+    report["config_digest"] = data_key(config)
+    report["split_digests"] = split_digests(run_dir)
     report["seconds"] = round(time.perf_counter() - start, 3)
     write_json(out / REPORT_FILE, report)
 

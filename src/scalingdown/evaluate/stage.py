@@ -7,7 +7,6 @@ atomically only when every problem is answered. `score_predictions` scores outpu
 
 from __future__ import annotations
 
-import hashlib
 import json
 import time
 from collections.abc import Sequence
@@ -19,6 +18,7 @@ from scalingdown.artifacts import iter_jsonl, read_json, write_json, write_jsonl
 from scalingdown.config import EvalConfig
 from scalingdown.data.answers import answers_match, majority_vote, score
 from scalingdown.data.schema import Problem
+from scalingdown.digests import digest, tree_fingerprint
 from scalingdown.errors import UserError
 from scalingdown.evaluate import prompts as prompt_formats
 from scalingdown.evaluate.metrics import accuracy
@@ -99,9 +99,22 @@ def summarize(rows: Sequence[dict]) -> dict:
     }
 
 
-def _fingerprint(model_path: str, fmt: str, settings: EvalConfig, prompts: Sequence[str]) -> str:
-    blob = json.dumps([model_path, fmt, settings.model_dump(mode="json"), list(prompts)], sort_keys=True)
-    return hashlib.sha256(blob.encode()).hexdigest()[:16]
+def _fingerprint(
+    model_path: str, fmt: str, settings: EvalConfig, prompts: Sequence[str], problems: Sequence[Problem]
+) -> str:
+    """What a row of an interrupted evaluation was made from: the model (its path and, when local,
+    its weights), the format, the settings, the prompts and the problems' gold answers. A row is
+    reused only under the same fingerprint, so a retrained model or a changed test set starts over."""
+    return digest(
+        [
+            model_path,
+            tree_fingerprint(model_path),
+            fmt,
+            settings.model_dump(mode="json"),
+            list(prompts),
+            [[p.id, p.answer, p.options] for p in problems],
+        ]
+    )
 
 
 def _resume_rows(partial: Path, fingerprint: str, ids: set[str]) -> dict[str, dict]:
@@ -158,7 +171,7 @@ def evaluate_model(
 
     out_dir.mkdir(parents=True, exist_ok=True)
     partial = out_dir / "predictions.partial.jsonl"
-    fingerprint = _fingerprint(model_path, fmt, settings, prompts)
+    fingerprint = _fingerprint(model_path, fmt, settings, prompts, problems)
     done = _resume_rows(partial, fingerprint, {p.id for p in problems})
     write_jsonl(partial, done.values())  # drop stale or cut lines before appending
     skip = {i for i, p in enumerate(problems) if p.id in done}
@@ -226,7 +239,14 @@ def evaluate_model(
     return metrics
 
 
-def score_predictions(problems: Sequence[Problem], predictions: Path, *, name: str, out_dir: Path) -> dict:
+def score_predictions(
+    problems: Sequence[Problem],
+    predictions: Path,
+    *,
+    name: str,
+    out_dir: Path,
+    test_digest: str | None = None,
+) -> dict:
     """Score outputs produced elsewhere: a JSONL of {"id", "text"} (or "output"), one per problem."""
     by_id = {p.id: p for p in problems}
     rows, seen = [], set()
@@ -257,6 +277,7 @@ def score_predictions(problems: Sequence[Problem], predictions: Path, *, name: s
     metrics = {
         "model": name,
         "predictions_file": str(predictions),
+        "test_digest": test_digest,
         **summarize(rows),
         "missing_problems": len(problems) - len(rows),
         "finished": datetime.now(timezone.utc).isoformat(timespec="seconds"),

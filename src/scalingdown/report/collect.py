@@ -24,6 +24,7 @@ from typing import Any
 
 from scalingdown.artifacts import iter_jsonl, read_json
 from scalingdown.config import StudyConfig
+from scalingdown.digests import file_digest
 from scalingdown.errors import UserError
 from scalingdown.evaluate.metrics import Accuracy, accuracy
 
@@ -161,10 +162,19 @@ def read_outcomes(path: Path, run_dir: Path, missing: list[str], *, id_key: str 
     return rows
 
 
-def _read_eval(record: ModelRecord, run_dir: Path) -> None:
+def _read_eval(record: ModelRecord, run_dir: Path, test_digest: str | None) -> None:
     folder = run_dir / "eval" / record.name
     metrics = _read_optional(folder / "metrics.json", run_dir, record.missing, "the model was not evaluated")
     if metrics is None and not folder.is_dir():
+        return
+    measured_on = metrics.get("test_digest") if isinstance(metrics, dict) else None
+    if test_digest is not None and measured_on != test_digest:
+        # Scored against other problems than data/test.jsonl holds now (or, for an old run, unknown
+        # ones): its numbers would be compared with the wrong gold answers, so they stay out.
+        why = "test set unknown" if measured_on is None else "data/test.jsonl changed since"
+        record.missing.append(
+            f"{_relative(folder, run_dir)} is stale ({why}): evaluate it again (`scalingdown eval`)"
+        )
         return
     record.predictions = read_outcomes(folder / "predictions.jsonl", run_dir, record.missing)
     if isinstance(metrics, dict):
@@ -292,6 +302,7 @@ def collect_run(study: StudyConfig, references: list[str]) -> RunRecords:
         dict.fromkeys(student_names + [m.name for m in study.models] + teacher_names + references + eval_dirs)
     )
     teachers = {name: read_teacher(name, run_dir) for name in teacher_names}
+    test_digest = file_digest(run_dir / "data" / "test.jsonl")
     failures = _read_optional(run_dir / "students" / "summary.json", run_dir, [], None) or {}
 
     models = []
@@ -303,7 +314,7 @@ def collect_run(study: StudyConfig, references: list[str]) -> RunRecords:
                 continue  # a teacher with no answers on test problems appears in the teacher table only
             _read_free_mode(record, run_dir)
         else:
-            _read_eval(record, run_dir)
+            _read_eval(record, run_dir, test_digest)
         if name in student_names:
             _read_training(record, run_dir, failures)
             _teacher_cost(record, teachers)

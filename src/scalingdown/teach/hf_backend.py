@@ -61,7 +61,7 @@ if TYPE_CHECKING:
 class HFOptions(BaseModel):
     """Options of the `hf` backend (a teacher's `options` section, plus its `model`)."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", strict=True)
 
     model: str = Field(description="Hugging Face model id (org/name) or local model directory.")
     device: str = Field("auto", description="'auto' (the first CUDA GPU, else the CPU), 'cpu', 'cuda:N'.")

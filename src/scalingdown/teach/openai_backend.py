@@ -56,7 +56,7 @@ MAX_RETRY_AFTER_S = 600.0
 class OpenAIOptions(BaseModel):
     """Options of an `openai` teacher."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", strict=True)
 
     model: str = Field(
         description="Model name the endpoint serves (e.g. 'gpt-4o-mini', 'Qwen/Qwen2.5-7B-Instruct')."

@@ -46,7 +46,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from scalingdown.artifacts import iter_jsonl
+from scalingdown.artifacts import iter_jsonl, read_text
 from scalingdown.errors import UserError
 from scalingdown.teach.backend import (
     OnResult,
@@ -78,7 +78,7 @@ def clean_rationale(text: str) -> str:
 class ReplayOptions(BaseModel):
     """Options of the `replay` backend."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", strict=True)
 
     model: str = Field(
         description="The file of rationales: a JSON list of {instruction, output} or JSONL of "
@@ -166,10 +166,7 @@ def read_replay_file(path: str | Path) -> ReplayIndex:
     path = Path(path)
     if not path.is_file():
         raise UserError("no such replay file" if not path.exists() else "not a file", path=path)
-    try:
-        raw = path.read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as exc:
-        raise UserError(f"cannot read the replay file ({exc})", path=path) from None
+    raw = read_text(path, what="replay file")
     index = ReplayIndex()
     if raw.lstrip().startswith("["):
         try:

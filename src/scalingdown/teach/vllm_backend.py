@@ -63,7 +63,7 @@ CHUNK_SIZE = 1024  # requests per vLLM call; see the module docstring
 class VLLMOptions(BaseModel):
     """Options of the `vllm` backend; each but `data_parallel_size` is passed to `vllm.LLM` as named."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", strict=True)
 
     model: str = Field(description="Hugging Face model id or local model directory.")
     tensor_parallel_size: int = Field(1, ge=1, description="GPUs that split each layer (tensor parallel).")

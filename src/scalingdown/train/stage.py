@@ -11,15 +11,15 @@ resumes. Runs the same under `accelerate launch` / `torchrun` (the main process 
 
 from __future__ import annotations
 
-import hashlib
-import json
 import shutil
 from collections import Counter
+from dataclasses import dataclass
 from pathlib import Path
 
-from scalingdown.artifacts import read_json, write_json
+from scalingdown.artifacts import merge_json, read_json
 from scalingdown.config import StudentConfig, StudyConfig, training_settings
 from scalingdown.data.schema import Problem
+from scalingdown.digests import digest, file_digest, tree_fingerprint
 from scalingdown.errors import UserError
 from scalingdown.train.examples import build_examples, data_hash, load_rationales, student_prompt_record
 
@@ -37,10 +37,6 @@ def process_state():
     from accelerate import PartialState
 
     return PartialState(cpu=not torch.cuda.is_available())
-
-
-def _digest(obj: object) -> str:
-    return hashlib.sha256(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
 def base_model_path(spec: StudentConfig, study: StudyConfig, texts: list[str]) -> str:
@@ -91,15 +87,22 @@ def white_box_teachers(
     return chosen
 
 
-def train_student(study: StudyConfig, index: int, problems: list[Problem], *, progress: bool = True) -> dict:
-    """Train student `index` of the study and save it; returns its summary."""
-    from scalingdown.evaluate.efficiency import package_versions
-    from scalingdown.train.batching import tokenize_examples
-    from scalingdown.train.loop import train
-    from scalingdown.train.objective import example_weight
-    from scalingdown.train.output import save_student
-    from scalingdown.train.students import load_student
+@dataclass
+class StudentInputs:
+    """Everything a student is trained from, gathered before anything heavy loads."""
 
+    lora: object  # LoraSettings
+    hp: object  # Hyperparameters
+    teachers: list[str]
+    weights_by_task: dict[str, float]
+    examples: list
+    rationale_files: dict[str, str | None]  # teacher -> digest of the rationales.jsonl read
+    key: str = ""
+
+
+def student_inputs(study: StudyConfig, index: int, problems: list[Problem]) -> StudentInputs:
+    """Resolved settings, rationales and examples of student `index`, and the key that says whether
+    a saved student was trained from exactly these (see `inputs_key`)."""
     spec = study.students[index]
     where = f"students[{index}]"
     run_dir = Path(study.run_dir)
@@ -114,14 +117,83 @@ def train_student(study: StudyConfig, index: int, problems: list[Problem], *, pr
         include_unverified=study.teach.policy in ("keep", "flag"),
     )
     teachers = sorted(rationales)
-    weights_by_task = task_weights(spec, teachers, where)
-    examples = build_examples(problems, rationales, fmt=spec.format)
+    inputs = StudentInputs(
+        lora=lora,
+        hp=hp,
+        teachers=teachers,
+        weights_by_task=task_weights(spec, teachers, where),
+        examples=build_examples(problems, rationales, fmt=spec.format),
+        rationale_files={t: file_digest(teacher_rationales(run_dir, t)) for t in teachers},
+    )
+    inputs.key = inputs_key(study, index, inputs)
+    return inputs
+
+
+def teacher_rationales(run_dir: Path, teacher: str) -> Path:
+    return run_dir / "teachers" / teacher / "rationales.jsonl"
+
+
+def inputs_key(study: StudyConfig, index: int, inputs: StudentInputs) -> str:
+    """What a trained student depends on: its spec, the resolved LoRA settings and hyperparameters
+    (shipped defaults included), the seed, the examples it learns (train problems and kept
+    rationales, in order), the rationale files they came from, and a local base model's weights.
+    White-box teachers' weights count too when the KL term is on."""
+    spec = study.students[index]
+    base = tree_fingerprint(spec.path) if spec.path is not None else None
+    white_box = []
+    if spec.kl_weight > 0:
+        white_box = [
+            [t.name, t.model, tree_fingerprint(t.model) if t.model else None]
+            for t in study.teachers
+            if t.name in inputs.teachers
+        ]
+    return digest(
+        [
+            spec.model_dump(mode="json"),
+            inputs.lora.model_dump(mode="json"),
+            inputs.hp.model_dump(mode="json"),
+            study.seed,
+            data_hash(inputs.examples),
+            inputs.rationale_files,
+            base,
+            white_box,
+        ]
+    )
+
+
+def train_student(
+    study: StudyConfig,
+    index: int,
+    problems: list[Problem],
+    *,
+    progress: bool = True,
+    inputs: StudentInputs | None = None,
+) -> dict:
+    """Train student `index` of the study and save it; returns its summary."""
+    from accelerate.utils import set_seed
+
+    from scalingdown.evaluate.efficiency import package_versions
+    from scalingdown.train.batching import tokenize_examples
+    from scalingdown.train.loop import train
+    from scalingdown.train.objective import example_weight
+    from scalingdown.train.output import save_student
+    from scalingdown.train.students import load_student
+
+    spec = study.students[index]
+    where = f"students[{index}]"
+    run_dir = Path(study.run_dir)
+    inputs = inputs or student_inputs(study, index, problems)
+    lora, hp, teachers = inputs.lora, inputs.hp, inputs.teachers
+    weights_by_task, examples = inputs.weights_by_task, inputs.examples
     if not examples:
         raise UserError(
             f"{where}: no training examples (the teachers kept no rationale for any train problem)"
         )
     texts = [e.prompt + e.target for e in examples]
     base = base_model_path(spec, study, texts)
+    # The adapter's initial weights come from the global RNG: seeded here, a student is the same
+    # whichever students were trained before it in this process (one `run` or one SLURM array job).
+    set_seed(study.seed)
     student = load_student(base, method=spec.method, lora=lora, where=where)
     task_names = list(weights_by_task)
     task_index = {name: i for i, name in enumerate(task_names)}
@@ -172,7 +244,8 @@ def train_student(study: StudyConfig, index: int, problems: list[Problem], *, pr
         "trainable_parameters": student.trainable_parameters,
         "total_parameters": student.total_parameters,
         "data_hash": data_hash(examples),
-        "spec_digest": spec_digest(study, index),
+        "rationale_files": inputs.rationale_files,
+        "inputs_digest": inputs.key,
     }
     state = process_state()
     if state.is_main_process:
@@ -200,15 +273,15 @@ def train_student(study: StudyConfig, index: int, problems: list[Problem], *, pr
     return summary
 
 
-def spec_digest(study: StudyConfig, index: int) -> str:
-    """What a trained student depends on in the config (its spec, the study-wide overrides, the seed)."""
-    spec = study.students[index]
-    return _digest([spec.model_dump(mode="json"), study.lora, study.hyperparameters, study.seed])
-
-
-def is_trained(study: StudyConfig, index: int) -> bool:
+def is_trained(study: StudyConfig, index: int, inputs: StudentInputs) -> bool:
+    """A saved student counts as trained only when it was trained from exactly these inputs."""
     meta = student_dir(Path(study.run_dir), study.students[index].name) / STUDENT_FILE
-    return meta.is_file() and read_json(meta).get("spec_digest") == spec_digest(study, index)
+    if not meta.is_file():
+        return False
+    try:
+        return read_json(meta).get("inputs_digest") == inputs.key
+    except UserError:
+        return False  # unreadable metadata: train again, which rewrites it
 
 
 def run_train_stage(
@@ -230,15 +303,18 @@ def run_train_stage(
     for index, spec in enumerate(study.students):
         if only and spec.name not in only:
             continue
-        if not force and is_trained(study, index):
-            summaries[spec.name] = {"student": spec.name, "skipped": "already trained with this config"}
-            continue
         try:
-            summaries[spec.name] = train_student(study, index, problems, progress=progress)
+            inputs = student_inputs(study, index, problems)
+            if not force and is_trained(study, index, inputs):
+                summaries[spec.name] = {"student": spec.name, "skipped": "already trained from these inputs"}
+                continue
+            summaries[spec.name] = train_student(study, index, problems, progress=progress, inputs=inputs)
         except UserError as exc:
             if len(study.students) == 1 or only:
                 raise
             summaries[spec.name] = {"student": spec.name, "error": str(exc)}
     if process_state().is_main_process:
-        write_json(run_dir / "students" / "summary.json", summaries)
+        # Parallel `train --student X` jobs each add their own entries: merged under a lock, never
+        # one job's file over another's.
+        merge_json(run_dir / "students" / "summary.json", summaries)
     return summaries
