@@ -6,9 +6,12 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import pytest
+
 from scalingdown.artifacts import read_json
 from scalingdown.config_file import parse_config
 from scalingdown.data.synthetic import generate_splits
+from scalingdown.errors import PartialFailure
 from scalingdown.evaluate.prompts import worked_solution
 from scalingdown.study import run_study
 
@@ -56,7 +59,9 @@ def test_a_failing_student_is_reported_and_the_study_goes_on(tmp_path: Path) -> 
     (tmp_path / "book.jsonl").write_text(
         "".join(json.dumps({"id": p.id, "text": worked_solution(p)}) + "\n" for p in train)
     )
-    run_study(study)
+    with pytest.raises(PartialFailure) as failed:
+        run_study(study)  # the failure is named at the end, after everything else ran
+    assert [line.split(":")[0] for line in failed.value.failures] == ["student broken"]
     run = tmp_path / "run"
     summary = read_json(run / "students" / "summary.json")
     assert "no_such_proj" in summary["broken"]["error"]

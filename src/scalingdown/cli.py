@@ -1,11 +1,14 @@
 """The `scalingdown` command. Heavy imports live inside the commands so `--help` answers at once.
 
 Every command takes an optional study CONFIG (YAML); flags override its keys. A user mistake prints
-one line (`error: file:line: key: what is wrong`) and exits with status 2.
+one line (`error: file:line: key: what is wrong`) and exits with status 2; work that failed in part
+names each failed part and exits with status 1 (the exit codes are listed in `scalingdown.errors`).
 """
 
 from __future__ import annotations
 
+import errno
+import os
 import sys
 from collections.abc import Callable
 from functools import wraps
@@ -15,7 +18,7 @@ from typing import Any
 import typer
 
 from scalingdown.config import DataConfig, EvalConfig, ModelConfig, StudyConfig, TeachConfig, field_help
-from scalingdown.errors import UserError
+from scalingdown.errors import EXIT_INTERRUPTED, EXIT_PARTIAL, EXIT_USER, PartialFailure, UserError
 
 app = typer.Typer(
     name="scalingdown",
@@ -30,13 +33,31 @@ CONFIG_ARG = typer.Argument(None, help="Study config (YAML). Without it the buil
 RUN_DIR = typer.Option(None, "--run-dir", help=field_help(StudyConfig, "run_dir"))
 
 
-def _fail(message: str, code: int = 2) -> None:
+# What the environment refuses (not a bug): a directory without write permission, a read-only file
+# system, a full disk or quota, a file-size limit (`ulimit -f`; Python ignores SIGXFSZ, so it is EFBIG).
+ENVIRONMENT_ERRNOS = {errno.EACCES, errno.EPERM, errno.EROFS, errno.ENOSPC, errno.EFBIG, errno.EDQUOT}
+
+
+def _fail(message: str, code: int = EXIT_USER) -> None:
     typer.echo(f"error: {message}", err=True)
     raise typer.Exit(code)
 
 
+def environment_error(exc: BaseException) -> str | None:
+    """One line for an OSError the environment caused (possibly wrapped by a library), else None."""
+    seen: set[int] = set()
+    while exc is not None and id(exc) not in seen:
+        seen.add(id(exc))
+        if isinstance(exc, OSError) and exc.errno in ENVIRONMENT_ERRNOS:
+            where = f"{exc.filename}: " if exc.filename else ""
+            return f"{where}cannot write ({exc.strerror or os.strerror(exc.errno)}); finished work is kept"
+        exc = exc.__cause__ or exc.__context__
+    return None
+
+
 def user_errors(command: Callable) -> Callable:
-    """Turn `UserError` into one line on stderr and exit status 2; Ctrl-C into a short note."""
+    """`UserError` -> one line on stderr, exit 2; `PartialFailure` -> a line per failed part, exit 1;
+    a refused write (permissions, full disk) -> one line, exit 2; Ctrl-C -> a short note, exit 130."""
 
     @wraps(command)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
@@ -44,8 +65,22 @@ def user_errors(command: Callable) -> Callable:
             return command(*args, **kwargs)
         except UserError as exc:
             _fail(str(exc))
+        except PartialFailure as exc:
+            for line in exc.failures:
+                typer.echo(f"failed: {line}", err=True)
+            count = len(exc.failures)
+            _fail(
+                f"{count} part{'s' if count != 1 else ''} of the work failed (listed above); everything "
+                "else is done and saved, and a rerun retries only what failed",
+                code=EXIT_PARTIAL,
+            )
         except KeyboardInterrupt:
-            _fail("interrupted; finished work is kept and a rerun resumes", code=130)
+            _fail("interrupted; finished work is kept and a rerun resumes", code=EXIT_INTERRUPTED)
+        except Exception as exc:
+            line = environment_error(exc)
+            if line is None:
+                raise
+            _fail(line)
 
     return wrapper
 
@@ -78,9 +113,10 @@ def validate(config: Path = typer.Argument(..., help="Study config (YAML) to che
     import yaml
 
     from scalingdown.config_file import load_config
+    from scalingdown.errors import redact_tree
 
     study = load_config(config)
-    typer.echo(yaml.safe_dump(study.model_dump(mode="json"), sort_keys=False).rstrip())
+    typer.echo(yaml.safe_dump(redact_tree(study.model_dump(mode="json")), sort_keys=False).rstrip())
     typer.echo(f"ok: {config} is a valid study config", err=True)
 
 
@@ -95,7 +131,7 @@ def data(
     test_limit: int | None = typer.Option(None, help=field_help(DataConfig, "test_limit")),
 ) -> None:
     """Write data/{train,test}.jsonl into the run directory, with counts and a train/test overlap check."""
-    from scalingdown.data.stage import run_data_stage
+    from scalingdown.study import ensure_data
 
     study = load_study(
         config,
@@ -107,7 +143,7 @@ def data(
             "data.test_limit": test_limit,
         },
     )
-    report = run_data_stage(study, Path(study.run_dir))
+    report = ensure_data(study, force=True)  # the command always reloads, and records itself
     _print_data_report(report, Path(study.run_dir))
 
 
@@ -138,12 +174,14 @@ def teach(
     ),
 ) -> None:
     """Every teacher writes rationales for the train problems -> teachers/<name>/ (verified, cached)."""
-    from scalingdown.study import ensure_teach
+    from scalingdown.study import ensure_teach, teach_failures
 
     study = load_study(
         config, {"run_dir": run_dir, "teach.limit": limit, "teach.policy": policy, "teach.routing": routing}
     )
-    ensure_teach(study, only=teacher or None)
+    failures = teach_failures(ensure_teach(study, only=teacher or None))
+    if failures:
+        raise PartialFailure(failures)
 
 
 @app.command()
@@ -158,10 +196,12 @@ def train(
 
     Runs the same under `accelerate launch` or `torchrun` for several GPUs or processes.
     """
-    from scalingdown.study import ensure_students
+    from scalingdown.study import ensure_students, named_failures
 
     study = load_study(config, {"run_dir": run_dir})
-    ensure_students(study, only=student or None, force=force)
+    failures = named_failures("student", ensure_students(study, only=student or None, force=force))
+    if failures:
+        raise PartialFailure(failures)
 
 
 @app.command()
@@ -239,7 +279,7 @@ def eval_command(
     dtype: str | None = typer.Option(None, help=field_help(EvalConfig, "dtype")),
 ) -> None:
     """Evaluate models on the run's test problems -> eval/<name>/{predictions.jsonl,metrics.json}."""
-    from scalingdown.study import evaluate_models, score_external
+    from scalingdown.study import evaluate_models, named_failures, score_external
 
     study = load_study(
         config,
@@ -257,14 +297,26 @@ def eval_command(
         },
     )
     if predictions is not None:
-        score_external(study, predictions, name=name or predictions.stem)
+        score_external(study, predictions, name=plain_name(name or predictions.stem, "--name"))
         return
     if model is not None:
-        spec = ModelConfig(name=name or _name_from(model), path=model)
+        spec = ModelConfig(name=plain_name(name or _name_from(model), "--name"), path=model)
         study = study.model_copy(update={"models": [spec]})
     if not study.models:
         raise UserError("nothing to evaluate: give --model, --predictions, or a config with 'models'")
-    evaluate_models(study)
+    failures = named_failures("model", evaluate_models(study))
+    if failures:
+        raise PartialFailure(failures)
+
+
+def plain_name(value: str, option: str) -> str:
+    """`value` when it is a plain file name (it names a folder in the run directory), else one line."""
+    from scalingdown.config import check_name
+
+    try:
+        return check_name(value)
+    except ValueError as exc:
+        raise UserError(f"{option}: {exc}") from None
 
 
 def _name_from(model: str) -> str:

@@ -16,6 +16,7 @@ from typing import Any
 
 from scalingdown.artifacts import update_json
 from scalingdown.config import StudyConfig
+from scalingdown.errors import redact_tree
 
 # The config sections each stage reads (a stage name "eval/<model>" counts as "eval").
 STAGE_SECTIONS = {
@@ -53,7 +54,7 @@ def update_manifest(run_dir: Path, study: StudyConfig, stage: str, **entry: Any)
     """Record one finished stage (seconds, cost, ...) with its config sections, versions and hardware."""
     from scalingdown.evaluate.efficiency import hardware, package_versions
 
-    config = study.model_dump(mode="json")
+    config = redact_tree(study.model_dump(mode="json"))  # no URL credentials in a file people share
     sections = STAGE_SECTIONS.get(stage.split("/", 1)[0], tuple(config))
     consumed = {key: config[key] for key in sections if key in config}
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from scalingdown.config import StudyConfig, TinyModelConfig
+from scalingdown.config import StudyConfig, TeacherConfig, TinyModelConfig
 from scalingdown.errors import UserError
 
 # Split sizes of the real data sets, for planning before the data stage has run.
@@ -54,15 +54,22 @@ def tiny_parameters(tiny: TinyModelConfig) -> int:
     return tiny.vocab_size * h + tiny.num_layers * per_layer
 
 
+def question_tokens(teacher: TeacherConfig, study: StudyConfig) -> tuple[int, int]:
+    """Estimated (prompt, completion) tokens of one teacher-forcing question, before any is asked:
+    the template and its in-context examples at ~4 characters a token, completions at max_tokens."""
+    mean_question = 300 if study.data.dataset != "synthetic" else 150
+    prompt_chars = TEACHER_PROMPT_CHARS + mean_question * (1 + teacher.num_examples * 2)
+    return prompt_chars // CHARS_PER_TOKEN, teacher.sampling.n * teacher.sampling.max_tokens
+
+
 def teacher_plans(study: StudyConfig, train: int, test: int) -> list[TeacherPlan]:
     plans = []
     questions = min(train, study.teach.limit or train)
     free = min(test, study.teach.free_eval_problems)
-    mean_question = 300 if study.data.dataset != "synthetic" else 150
     for teacher in study.teachers:
-        prompt_chars = TEACHER_PROMPT_CHARS + mean_question * (1 + teacher.num_examples * 2)
+        per_prompt, _ = question_tokens(teacher, study)
         requests = questions + free
-        prompt_tokens = requests * prompt_chars // CHARS_PER_TOKEN
+        prompt_tokens = requests * per_prompt
         completion_tokens = (questions * teacher.sampling.n + free) * teacher.sampling.max_tokens
         cost = (
             prompt_tokens * teacher.price_input_per_1k + completion_tokens * teacher.price_output_per_1k

@@ -31,12 +31,12 @@ def default_config_path() -> Path:
     raise UserError("the built-in demo config is missing from this installation (configs/demo.yaml)")
 
 
-def ensure_data(study: StudyConfig) -> dict:
-    """Run the data stage unless `data/` already holds exactly this data config's output."""
+def ensure_data(study: StudyConfig, *, force: bool = False) -> dict:
+    """Run the data stage unless `data/` already holds exactly this data config's output (or `force`)."""
     from scalingdown.data.stage import current_report, run_data_stage
 
     run_dir = Path(study.run_dir)
-    report = current_report(study, run_dir)
+    report = None if force else current_report(study, run_dir)
     if report is not None:
         console.print(f"[dim]data: done ({report['counts']['train']} train, {report['counts']['test']} test)")
         return report
@@ -330,23 +330,61 @@ def write_text_atomic(path: Path, text: str) -> None:
         handle.write(text)
 
 
+def teach_failures(summaries: dict[str, dict]) -> list[str]:
+    """One line per teacher that failed, or whose requests failed in part."""
+    lines = []
+    for name, summary in summaries.items():
+        if "error" in summary:
+            lines.append(f"teacher {name}: {summary['error']}")
+            continue
+        usage = summary.get("usage", {})
+        for part, label in (("rationales", "requests"), ("free_mode", "free-mode requests")):
+            record = usage.get(part) or {}
+            failed = record.get("failed", 0)
+            if failed:
+                asked = failed + record.get("answered", 0)
+                reason = next(iter(record.get("failure_reasons") or {}), "unknown")
+                lines.append(f"teacher {name}: {failed} of {asked} {label} failed (first reason: {reason})")
+    return lines
+
+
+def named_failures(kind: str, results: dict[str, dict]) -> list[str]:
+    """One line per student or model whose summary holds an error."""
+    return [f"{kind} {name}: {r['error']}" for name, r in results.items() if "error" in r]
+
+
 def run_study(study: StudyConfig) -> None:
-    """data -> teach -> train -> eval (students and models); each step skips what is already done."""
+    """data -> teach -> train -> eval (students and models) -> report; each step skips what is done.
+
+    A teacher, student or model that fails does not stop the others; the report is written from
+    whatever finished, and then `PartialFailure` names every part that failed (exit code 1).
+    """
+    from scalingdown.errors import PartialFailure
+    from scalingdown.plan import check_plan
+
     run_dir = Path(study.run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
     console.rule(f"study {study.name} -> {run_dir}")
-    from scalingdown.plan import check_plan
-
     for warning in check_plan(study):
         console.print(f"[yellow]warning: {escape(warning)}")
+    failures: list[str] = []
+    console.print("stage data")
     ensure_data(study)
     if study.teachers:
-        ensure_teach(study)
+        console.print(f"stage teach: {len(study.teachers)} teachers")
+        failures += teach_failures(ensure_teach(study))
     if study.students:
-        ensure_students(study)
+        console.print(f"stage train: {len(study.students)} students")
+        failures += named_failures("student", ensure_students(study))
     models = student_models(study) + list(study.models)
-    if not models:
+    if models:
+        console.print(f"stage eval: {len(models)} models")
+        failures += named_failures(
+            "model", evaluate_models(study.model_copy(update={"models": models}), force=False)
+        )
+    else:
         console.print("[yellow]no models configured: nothing to evaluate")
-        return
-    evaluate_models(study.model_copy(update={"models": models}), force=False)
+    console.print("stage report")
     write_report(study)
+    if failures:
+        raise PartialFailure(failures)

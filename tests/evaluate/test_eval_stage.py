@@ -48,7 +48,7 @@ def test_interrupted_evaluation_resumes_without_regenerating(tiny_llama, synthet
     finished = read_jsonl(out / "predictions.jsonl")
     # Simulate a crash after 10 problems: a partial file with their rows and a half-written line.
     prompts = stage.build_prompts(test, "zero-shot")
-    fingerprint = stage._fingerprint(str(tiny_llama), "zero-shot", settings, prompts)
+    fingerprint = stage._fingerprint(str(tiny_llama), "zero-shot", settings, prompts, test)
     partial = out / "predictions.partial.jsonl"
     kept = [{**row, "output": "resumed #### 1", "fingerprint": fingerprint} for row in finished[:10]]
     partial.write_text("".join(json.dumps(r) + "\n" for r in kept) + '{"id": "cut-off')

@@ -157,7 +157,7 @@ def generate_texts(
     `on_batch(indices, generations)` is called after each batch so callers can persist as they go;
     indices in `skip` are not generated (their slots stay None), which is how a resumed run continues.
     """
-    from tqdm.auto import tqdm
+    from scalingdown.progress import Progress
 
     tokenizer = loaded.tokenizer
     limit = context_limit(loaded)
@@ -170,9 +170,7 @@ def generate_texts(
     # Longest first: the slowest batch runs while the progress bar's estimate is still honest.
     todo.sort(key=lambda i: -token_lengths[i])
     results: list[Generation | None] = [None] * len(prompts)
-    with tqdm(
-        total=len(todo), desc=description, unit="prompt", disable=None if progress else True, leave=False
-    ) as bar:
+    with Progress(len(todo), description, unit="prompts", enabled=progress) as bar:
         for start in range(0, len(todo), settings.batch_size):
             indices = todo[start : start + settings.batch_size]
             if settings.temperature > 0:

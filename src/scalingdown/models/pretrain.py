@@ -18,8 +18,9 @@ from collections.abc import Iterator, Sequence
 
 import torch
 from torch import Tensor
-from tqdm.auto import tqdm
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
+
+from scalingdown.progress import Progress
 
 ANSWER_MARKER = "\nAnswer:"
 IGNORE_INDEX = -100  # label value that the Hugging Face losses skip
@@ -113,8 +114,8 @@ def pretrain_causal_lm(
     model.train()
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)  # anything stochastic inside the model (dropout) follows the seed
-        bar = tqdm(range(steps), desc="pretrain", disable=None if progress else True, leave=False)
-        for _ in bar:
+        bar = Progress(steps, "pretrain", unit="steps", enabled=progress)
+        for _ in range(steps):
             batch = [next(order) for _ in range(batch_size)]
             ids, mask = pad_batch([sources[i] for i in batch], pad)
             inputs = {"input_ids": ids.to(device), "attention_mask": mask.to(device)}
@@ -131,6 +132,8 @@ def pretrain_causal_lm(
             schedule.step()
             optimizer.zero_grad(set_to_none=True)
             losses.append(loss.item())
+            bar.update(1)
             bar.set_postfix(loss=f"{losses[-1]:.3f}")
+        bar.close()
     model.eval()
     return losses

@@ -63,7 +63,8 @@ class Result:
     """What a backend returns for one request.
 
     `texts` holds `n` completions on success and is empty on failure; `error` is one line saying
-    why it failed (never containing a secret). `retries` counts the attempts sent after the first.
+    why it failed (never containing a secret). `retries` counts the attempts sent after the first;
+    `prompt_tokens` / `completion_tokens` are the answer's, the `wasted_*` ones those of failed attempts.
     """
 
     key: str
@@ -73,6 +74,15 @@ class Result:
     error: str | None = None
     from_cache: bool = False
     retries: int = 0
+    # Tokens of attempts that gave no usable answer (a wrong number of completions, an empty one,
+    # a timeout): paid for all the same. Measured where the server reported usage; for a timeout
+    # estimated (prompt characters / 4 and max_tokens x n), and `wasted_estimated` says so.
+    wasted_prompt_tokens: int = 0
+    wasted_completion_tokens: int = 0
+    wasted_estimated: bool = False
+    # A recorded teacher (replay) whose file holds no rationale for this question: not a failure of
+    # the work (nothing to retry; it was never written), counted apart as "not recorded".
+    not_recorded: bool = False
 
     @property
     def ok(self) -> bool:
@@ -91,6 +101,9 @@ class TeacherBackend(ABC):
 
     name: ClassVar[str] = ""  # set by @register_backend
     Options: ClassVar[type[BaseModel] | None] = None
+    # False for a backend that can only give back what was written before (replay): it has nothing to
+    # say about new questions, so the teach stage measures no free-mode accuracy for it.
+    answers_new_questions: ClassVar[bool] = True
     model: str = ""
 
     @abstractmethod
@@ -110,8 +123,24 @@ class TeacherBackend(ABC):
             return cls()
         return cls(validate_options(cls.Options, options, where=where))
 
+    def cache_identity(self) -> str:
+        """What names this backend's model in the answer cache's key. Default: `model`. Backends of
+        local models add what decides their answers beyond the name (see `local_model_identity`)."""
+        return self.model
+
     def close(self) -> None:  # noqa: B027 - an optional hook, not abstract
         """Release what the backend holds (GPU memory, connections). Default: nothing."""
+
+
+def local_model_identity(model: str, dtype: str) -> str:
+    """A model as the cache knows it: a Hub id as it is; a local directory (or file) followed by a
+    fingerprint of its files, so a model rebuilt or fine-tuned again in place never answers from the
+    old model's cache; a dtype other than 'auto' after it, since it changes what the model writes."""
+    from scalingdown.digests import tree_fingerprint
+
+    fingerprint = tree_fingerprint(model)
+    identity = model if fingerprint is None else f"{model}@{fingerprint}"
+    return identity if dtype == "auto" else f"{identity}#dtype={dtype}"
 
 
 _M = TypeVar("_M", bound=BaseModel)

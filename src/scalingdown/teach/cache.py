@@ -150,6 +150,7 @@ class CachedBackend(TeacherBackend):
     def __init__(self, backend: TeacherBackend, cache: ResponseCache):
         self.backend, self.cache = backend, cache
         self.model = backend.model
+        self._identity = backend.cache_identity()  # once: a local model's fingerprint reads its files
 
     @property
     def name(self) -> str:  # type: ignore[override]
@@ -159,7 +160,7 @@ class CachedBackend(TeacherBackend):
         return f"CachedBackend({self.backend!r}, cache={str(self.cache.path)!r})"
 
     def key_of(self, request: Request, params: SamplingParams) -> str:
-        return cache_key(self.backend.name, self.backend.model, request.prompt, params)
+        return cache_key(self.backend.name, self._identity, request.prompt, params)
 
     def generate(
         self, requests: Sequence[Request], params: SamplingParams, *, on_result: OnResult | None = None

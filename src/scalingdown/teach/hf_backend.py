@@ -50,6 +50,7 @@ from scalingdown.teach.backend import (
     Result,
     SamplingParams,
     TeacherBackend,
+    local_model_identity,
     register_backend,
     validate_options,
 )
@@ -139,6 +140,9 @@ class HFBackend(TeacherBackend):
         self._loaded: LoadedModel | None = None
         self._load_error: str | None = None
         self._pool: ReplicaPool | None = None
+
+    def cache_identity(self) -> str:
+        return local_model_identity(self.options.model, self.options.dtype)
 
     def __repr__(self) -> str:
         o = self.options

@@ -33,7 +33,7 @@ from typing import Any, Literal, TypeVar
 import openai
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from scalingdown.errors import UserError
+from scalingdown.errors import UserError, redact
 from scalingdown.teach.backend import (
     OnResult,
     Request,
@@ -95,17 +95,22 @@ class OpenAIOptions(BaseModel):
     def _urls_are_http(cls, urls: list[str]) -> list[str]:
         for url in urls:
             if not url.startswith(("http://", "https://")):
-                raise ValueError(f"{url!r} is not an http:// or https:// URL")
+                raise ValueError(f"{redact(url)!r} is not an http:// or https:// URL")
         return [url.rstrip("/") for url in urls]
 
 
 @dataclass
 class _Endpoint:
-    url: str
+    url: str  # as configured; may hold credentials (`http://user:secret@host/v1`), so never shown
     client: openai.AsyncOpenAI
     dead: str | None = None  # why it left the rotation
     answered: bool = False  # has it ever answered 200?
     connect_failures: int = 0
+
+    @property
+    def label(self) -> str:
+        """The URL as messages show it: credentials replaced by ***."""
+        return redact(self.url)
 
 
 @dataclass
@@ -118,6 +123,7 @@ class _Outcome:
     error: str = ""
     action: Literal["done", "retry", "fail", "drop_endpoint"] = "done"
     retry_after: float | None = None
+    estimated: bool = False  # the token counts are our estimate (the server reported none)
 
 
 _T = TypeVar("_T")
@@ -146,7 +152,8 @@ class OpenAIBackend(TeacherBackend):
 
     def __repr__(self) -> str:
         o = self.options
-        return f"OpenAIBackend(model={o.model!r}, base_urls={o.base_urls!r}, api_key_env={o.api_key_env!r})"
+        urls = [redact(url) for url in o.base_urls]
+        return f"OpenAIBackend(model={o.model!r}, base_urls={urls!r}, api_key_env={o.api_key_env!r})"
 
     def _api_key(self) -> str:
         env = self.options.api_key_env
@@ -207,9 +214,12 @@ class _Batch:
                 await endpoint.client.close()
 
     def _scrub(self, text: str) -> str:
+        """A message from the client or the server without the key or any URL's credentials."""
         if self._key != NO_KEY:
             text = text.replace(self._key, "***")
-        return text[:300]
+        for endpoint in self.endpoints:
+            text = text.replace(endpoint.url, endpoint.label)
+        return redact(text)[:300]
 
     def _next_endpoint(self) -> _Endpoint | None:
         live = [e for e in self.endpoints if e.dead is None]
@@ -240,11 +250,12 @@ class _Batch:
             )
         estimate = len(json.dumps(request.prompt)) // 4 + self.params.max_tokens * self.params.n
         sent, retries_used = 0, 0
+        wasted = {"wasted_prompt_tokens": 0, "wasted_completion_tokens": 0, "wasted_estimated": False}
         while True:
             endpoint = self._next_endpoint()
             if endpoint is None:
                 return self._finish(
-                    Result(request.key, error=self._all_dead_reason(), retries=max(sent - 1, 0))
+                    Result(request.key, error=self._all_dead_reason(), retries=max(sent - 1, 0), **wasted)
                 )
             if self.rpm:
                 await self.rpm.acquire(1)
@@ -264,17 +275,22 @@ class _Batch:
                     outcome.prompt_tokens,
                     outcome.completion_tokens,
                     retries=sent - 1,
+                    **wasted,
                 )
                 return self._finish(result)
+            # A failed attempt may still have been paid for: count what it cost.
+            wasted["wasted_prompt_tokens"] += outcome.prompt_tokens
+            wasted["wasted_completion_tokens"] += outcome.completion_tokens
+            wasted["wasted_estimated"] |= outcome.estimated
             if outcome.action == "fail":
-                return self._finish(Result(request.key, error=outcome.error, retries=sent - 1))
+                return self._finish(Result(request.key, error=outcome.error, retries=sent - 1, **wasted))
             if outcome.action == "drop_endpoint":
                 if endpoint.dead is None:
                     endpoint.dead = outcome.error
                 continue  # fail over at once: no backoff, no retry budget spent
             if retries_used >= self.o.max_retries:
                 error = f"gave up after {sent} attempts; last: {outcome.error}"
-                return self._finish(Result(request.key, error=error, retries=sent - 1))
+                return self._finish(Result(request.key, error=error, retries=sent - 1, **wasted))
             delay = outcome.retry_after
             if delay is None:
                 delay = self._rng.uniform(
@@ -306,17 +322,23 @@ class _Batch:
         except openai.APIStatusError as exc:
             return self._status_outcome(endpoint, exc)
         except openai.APITimeoutError:
+            # The server may well have generated (and billed) a whole answer we never read: counted
+            # as an upper-bound estimate, the prompt at ~4 characters a token and max_tokens x n.
             return _Outcome(
-                error=f"timed out after {o.request_timeout_s:g} s waiting for {endpoint.url}", action="retry"
+                error=f"timed out after {o.request_timeout_s:g} s waiting for {endpoint.label}",
+                action="retry",
+                prompt_tokens=len(json.dumps(request.prompt)) // 4,
+                completion_tokens=p.max_tokens * p.n,
+                estimated=True,
             )
         except openai.APIConnectionError as exc:
             return self._connection_outcome(endpoint, exc)
         except (ValueError, openai.APIResponseValidationError) as exc:  # JSONDecodeError is a ValueError
             return _Outcome(
-                error=f"malformed response from {endpoint.url} ({self._scrub(str(exc))})", action="retry"
+                error=f"malformed response from {endpoint.label} ({self._scrub(str(exc))})", action="retry"
             )
         except openai.OpenAIError as exc:
-            return _Outcome(error=f"{endpoint.url}: {self._scrub(str(exc))}", action="fail")
+            return _Outcome(error=f"{endpoint.label}: {self._scrub(str(exc))}", action="fail")
         return self._parse(endpoint, response)
 
     def _parse(self, endpoint: _Endpoint, response: Any) -> _Outcome:
@@ -329,18 +351,19 @@ class _Batch:
             completion_tokens = int(getattr(usage, "completion_tokens", 0) or 0)
         except (AttributeError, TypeError, ValueError) as exc:
             return _Outcome(
-                error=f"malformed response from {endpoint.url} ({type(exc).__name__})", action="retry"
+                error=f"malformed response from {endpoint.label} ({type(exc).__name__})", action="retry"
             )
         endpoint.answered, endpoint.connect_failures = True, 0
+        spent = {"prompt_tokens": prompt_tokens, "completion_tokens": completion_tokens}  # paid all the same
         if len(texts) != n:
-            error = f"asked {endpoint.url} for n={n} completions, got {len(texts)} (does it support n?)"
-            return _Outcome(error=error, action="fail")
+            error = f"asked {endpoint.label} for n={n} completions, got {len(texts)} (does it support n?)"
+            return _Outcome(error=error, action="fail", **spent)
         if any(not (t or "").strip() for t in texts):
-            return _Outcome(error="empty completion", action="fail")
+            return _Outcome(error="empty completion", action="fail", **spent)
         return _Outcome(texts=texts, prompt_tokens=prompt_tokens, completion_tokens=completion_tokens)
 
     def _status_outcome(self, endpoint: _Endpoint, exc: openai.APIStatusError) -> _Outcome:
-        code, url = exc.status_code, endpoint.url
+        code, url = exc.status_code, endpoint.label
         try:
             phrase = HTTPStatus(code).phrase.lower()
         except ValueError:
@@ -373,9 +396,9 @@ class _Batch:
         refused = type(cause).__name__ in ("ConnectError", "ConnectTimeout")
         detail = self._scrub(str(cause) or type(cause).__name__) if cause else "connection error"
         if not refused:
-            return _Outcome(error=f"connection to {endpoint.url} broke ({detail})", action="retry")
+            return _Outcome(error=f"connection to {endpoint.label} broke ({detail})", action="retry")
         endpoint.connect_failures += 1
-        error = f"cannot connect to {endpoint.url} ({detail})"
+        error = f"cannot connect to {endpoint.label} ({detail})"
         if not endpoint.answered or endpoint.connect_failures >= CONNECT_FAILURES_TO_DROP:
             return _Outcome(error=error, action="drop_endpoint")
         return _Outcome(error=error, action="retry")

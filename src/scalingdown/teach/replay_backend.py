@@ -196,6 +196,7 @@ class ReplayBackend(TeacherBackend):
     """Rationales from a file, matched to requests by problem id or question (module docstring)."""
 
     Options = ReplayOptions
+    answers_new_questions = False
 
     def __init__(self, options: ReplayOptions | dict):
         self.options = validate_options(ReplayOptions, options)
@@ -220,10 +221,14 @@ class ReplayBackend(TeacherBackend):
             elif rows:
                 where = ", ".join(row.where for row in rows)
                 result = Result(
-                    request.key, error=f"empty rationale for this question in {self.path} ({where})"
+                    request.key,
+                    error=f"empty rationale for this question in {self.path} ({where})",
+                    not_recorded=True,
                 )
             else:
-                result = Result(request.key, error=f"no rationale for this question in {self.path}")
+                result = Result(
+                    request.key, error=f"no rationale for this question in {self.path}", not_recorded=True
+                )
             if on_result is not None:
                 on_result(result)
             results.append(result)

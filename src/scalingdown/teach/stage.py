@@ -158,7 +158,11 @@ def _ask(
 
 
 def _verify_rows(
-    teacher: TeacherConfig, problems: Sequence[Problem], results: dict[str, Result], study: StudyConfig
+    teacher: TeacherConfig,
+    problems: Sequence[Problem],
+    results: dict[str, Result],
+    study: StudyConfig,
+    prompts: dict[str, object],
 ) -> tuple[list[dict], list[dict], TeacherStats]:
     stats = TeacherStats()
     kept_rows, rejected_rows = [], []
@@ -182,6 +186,8 @@ def _verify_rows(
                 "verified": verdict.verified,
                 "flagged": flagged,
                 "arithmetic_errors": verdict.arithmetic_errors,
+                # What the teacher was asked: the white-box KL term scores it in this very context.
+                "prompt": prompts.get(problem.id),
             }
             (kept_rows if kept else rejected_rows).append(row)
     return kept_rows, rejected_rows, stats
@@ -253,10 +259,13 @@ def teach_one(
             selector = ExampleSelector(train, method=teacher.example_selection, seed=study.seed, where=where)
         requests = teacher_requests(teacher, train, selector, mode=teacher.mode, where=where)
         results = _ask(backend, requests, sampling_params(teacher, study.seed), usage, teacher.name, progress)
-        kept, rejected, stats = _verify_rows(teacher, train, results, study)
-        free_rows, free_accuracy = _free_mode(
-            teacher, backend, test, selector, study, free_usage, where, progress
-        )
+        prompts = {r.key: r.prompt for r in requests}
+        kept, rejected, stats = _verify_rows(teacher, train, results, study, prompts)
+        free_rows, free_accuracy = [], None
+        if get_backend(teacher.backend).answers_new_questions:  # a recorded teacher has no free mode
+            free_rows, free_accuracy = _free_mode(
+                teacher, backend, test, selector, study, free_usage, where, progress
+            )
     finally:
         backend.close()
     summary = {
@@ -303,7 +312,8 @@ def run_teach_stage(
     (run_dir / "teachers").mkdir(parents=True, exist_ok=True)
     order = list(enumerate(study.teachers))
     if study.teach.routing:
-        order.sort(key=lambda item: (item[1].price_input_per_1k + item[1].price_output_per_1k, item[0]))
+        costs = {t.name: expected_cost_per_question(t, study) for t in study.teachers}
+        order.sort(key=lambda item: (costs[item[1].name], item[0]))
     verified: Counter[str] = Counter()
     summary_path = run_dir / "teachers" / "summary.json"
     earlier = read_json(summary_path) if only and summary_path.is_file() else {}
@@ -335,6 +345,29 @@ def run_teach_stage(
         _routing_savings(summaries)
     write_json(summary_path, {name: summaries[name] for name in names if name in summaries})
     return {name: summaries[name] for name in names if name in summaries and (not only or name in only)}
+
+
+def expected_cost_per_question(teacher: TeacherConfig, study: StudyConfig) -> float:
+    """What one question is expected to cost this teacher, for routing's cheapest-first order: its
+    measured tokens per answered question (an earlier run's usage.json, failed attempts included)
+    when there are any, else the plan's estimate; priced by its input and output prices apart, since
+    a teacher that is cheap per token but writes long answers may cost more per question."""
+    from scalingdown.plan import question_tokens
+
+    prompt, completion = question_tokens(teacher, study)
+    path = teacher_dir(Path(study.run_dir), teacher.name) / "usage.json"
+    if path.is_file():
+        try:
+            record = read_json(path).get("rationales") or {}
+        except (UserError, AttributeError):
+            record = {}
+        answered = record.get("answered") or 0
+        if answered > 0:
+            prompt = (record.get("prompt_tokens", 0) + record.get("wasted_prompt_tokens", 0)) / answered
+            completion = (
+                record.get("completion_tokens", 0) + record.get("wasted_completion_tokens", 0)
+            ) / answered
+    return (prompt * teacher.price_input_per_1k + completion * teacher.price_output_per_1k) / 1000
 
 
 def _read_kept(run_dir: Path, name: str) -> list[dict]:

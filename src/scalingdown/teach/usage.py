@@ -2,6 +2,9 @@
 
 `usage.json` counts two things apart: what the answers held cost (every answer, cached or not:
 what the rationales were worth) and what this run paid (answers that came from the backend now).
+Attempts that gave no usable answer (a wrong number of completions, an empty one, a timeout) were
+paid for too: their tokens are `wasted_*`, part of `cost` and `cost_this_run`; timed-out attempts'
+tokens are an upper-bound estimate, and `wasted_estimated_requests` counts the requests with one.
 """
 
 from __future__ import annotations
@@ -29,9 +32,19 @@ class Usage:
     completion_tokens: int = 0
     prompt_tokens_this_run: int = 0
     completion_tokens_this_run: int = 0
+    wasted_prompt_tokens: int = 0
+    wasted_completion_tokens: int = 0
+    wasted_estimated_requests: int = 0
+    not_recorded: int = 0  # a recorded teacher's file holds no rationale for the question
 
     def add(self, result: Result) -> None:
         self.retries += result.retries
+        self.wasted_prompt_tokens += result.wasted_prompt_tokens
+        self.wasted_completion_tokens += result.wasted_completion_tokens
+        self.wasted_estimated_requests += bool(result.wasted_estimated)
+        if result.not_recorded:
+            self.not_recorded += 1
+            return
         if not result.ok:
             reason = result.error or "unknown error"
             if reason not in self.failures and len(self.failures) >= MAX_REASONS:
@@ -55,18 +68,24 @@ class Usage:
         )
 
     @property
+    def wasted_cost(self) -> float:
+        return self.price(self.wasted_prompt_tokens, self.wasted_completion_tokens)
+
+    @property
     def cost(self) -> float:
-        return self.price(self.prompt_tokens, self.completion_tokens)
+        """The answers' worth plus what failed attempts of this run cost."""
+        return self.price(self.prompt_tokens, self.completion_tokens) + self.wasted_cost
 
     @property
     def cost_this_run(self) -> float:
-        return self.price(self.prompt_tokens_this_run, self.completion_tokens_this_run)
+        return self.price(self.prompt_tokens_this_run, self.completion_tokens_this_run) + self.wasted_cost
 
     def as_dict(self) -> dict:
         return {
             "answered": self.answered,
             "failed": sum(self.failures.values()),
             "failure_reasons": dict(self.failures.most_common()),
+            "not_recorded": self.not_recorded,
             "requests_sent": self.requests_sent,
             "cache_hits": self.cache_hits,
             "retries": self.retries,
@@ -76,6 +95,10 @@ class Usage:
             "prompt_tokens_this_run": self.prompt_tokens_this_run,
             "completion_tokens_this_run": self.completion_tokens_this_run,
             "cost_this_run": self.cost_this_run,
+            "wasted_prompt_tokens": self.wasted_prompt_tokens,
+            "wasted_completion_tokens": self.wasted_completion_tokens,
+            "wasted_estimated_requests": self.wasted_estimated_requests,
+            "wasted_cost": self.wasted_cost,
             "price_input_per_1k": self.price_input_per_1k,
             "price_output_per_1k": self.price_output_per_1k,
         }
@@ -85,10 +108,11 @@ class Usage:
 def progress_bar(
     total: int, label: str, usage: Usage, *, enabled: bool = True
 ) -> Iterator[Callable[[Result], None]]:
-    """A tqdm bar (done/total, rate) whose postfix shows tokens, cost and failures; yields `on_result`."""
-    from tqdm.auto import tqdm
+    """A progress bar (or plain lines in a log; `scalingdown.progress`) whose postfix shows tokens,
+    cost and failures; yields `on_result`."""
+    from scalingdown.progress import Progress
 
-    with tqdm(total=total, desc=label, unit="q", disable=None if enabled else True, leave=False) as bar:
+    with Progress(total, label, unit="questions", enabled=enabled) as bar:
 
         def on_result(result: Result) -> None:
             usage.add(result)
@@ -97,7 +121,6 @@ def progress_bar(
                 tokens=usage.prompt_tokens + usage.completion_tokens,
                 cost=f"{usage.cost:.4f}",
                 failed=sum(usage.failures.values()),
-                refresh=False,
             )
 
         yield on_result

@@ -20,7 +20,7 @@ import hashlib
 import json
 from collections import Counter, defaultdict
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
@@ -49,6 +49,9 @@ class TrainExample:
     task: str
     prompt: str
     target: str
+    # The prompt the teacher wrote this rationale for (text or chat messages, as the teach stage sent
+    # it), for the white-box KL term; None for answer examples and rationales without one.
+    source_prompt: str | list | None = field(default=None, compare=False)
 
 
 def options_field(problem: Problem) -> str:
@@ -164,14 +167,18 @@ def build_examples(
     if fmt not in ("multitask", "single"):
         raise ValueError(f"unknown format {fmt!r} (expected 'multitask' or 'single')")
     counts = Counter() if counts is None else counts
-    by_problem: dict[str, list[tuple[int, int, str, str]]] = defaultdict(list)
+    by_problem: dict[str, list[tuple[int, int, str, str, int]]] = defaultdict(list)
+    sources: list[str | list | None] = []
     for order, (teacher, rows) in enumerate(rationales.items()):
         for row in rows:
             text = rationale_text(row["text"])
             if not text:
                 counts["empty_rationales"] += 1
                 continue
-            by_problem[row["problem_id"]].append((order, int(row.get("sample", 0)), teacher, text))
+            by_problem[row["problem_id"]].append(
+                (order, int(row.get("sample", 0)), teacher, text, len(sources))
+            )
+            sources.append(row.get("prompt"))
     examples: list[TrainExample] = []
     for problem in problems:
         kept = sorted(by_problem.get(problem.id, ()))
@@ -183,7 +190,7 @@ def build_examples(
                     problem.id, ANSWER_TASK, answer_prompt(problem), " " + final_answer_line(problem)
                 )
             )
-        for _, _, teacher, text in kept:
+        for _, _, teacher, text, source in kept:
             if fmt == "multitask":
                 instruction = (instructions or {}).get(teacher) or DEFAULT_INSTRUCTION.format(teacher=teacher)
                 task, prompt = rationale_task(teacher), rationale_prompt(problem, instruction)
@@ -192,7 +199,7 @@ def build_examples(
                     text = f"{text}\n{final_answer_line(problem)}"
                     counts["answer_line_appended"] += 1
                 task, prompt = SINGLE_TASK, answer_prompt(problem)
-            examples.append(TrainExample(problem.id, task, prompt, " " + text))
+            examples.append(TrainExample(problem.id, task, prompt, " " + text, sources[source]))
     counts.update(example.task for example in examples)
     return examples
 

@@ -25,17 +25,10 @@ from scalingdown.artifacts import read_json, write_json
 from scalingdown.config import Hyperparameters
 from scalingdown.errors import UserError
 from scalingdown.train.batching import collate, length_grouped_batches, random_batches
-from scalingdown.train.objective import example_losses, kl_divergence, multitask_loss, per_task_means
+from scalingdown.train.objective import example_losses, multitask_loss, per_task_means
+from scalingdown.train.white_box import WhiteBox, collate_teacher, white_box_term
 
 STATE_FILE = "trainer_state.json"  # written last into a checkpoint: its presence marks it complete
-
-
-@dataclass
-class WhiteBox:
-    """A local teacher model for the KL term, and the task index of its rationale examples."""
-
-    task: int
-    model: torch.nn.Module
 
 
 @dataclass
@@ -113,6 +106,7 @@ def train(
     kl_weight: float = 0.0,
     kl_kind: str = "forward_kl",
     progress: bool = True,
+    label: str = "student",
 ) -> TrainResult:
     """Train `model` in place on tokenised `features` (see `train.batching.tokenize_examples`).
 
@@ -121,7 +115,8 @@ def train(
     """
     from accelerate import Accelerator
     from accelerate.utils import DistributedType, set_seed
-    from tqdm.auto import tqdm
+
+    from scalingdown.progress import Progress
 
     if not features:
         raise UserError("no training examples (no kept rationales and no answer tasks?)")
@@ -137,8 +132,14 @@ def train(
     if accelerator.state.deepspeed_plugin is not None:
         fit_deepspeed_batch(accelerator.state.deepspeed_plugin.deepspeed_config, hp)
     set_seed(seed)
-    per_epoch = len(_epoch_batches(features, hp, seed, 0))
-    steps_per_epoch = max(1, per_epoch // (hp.grad_accumulation * accelerator.num_processes))
+    group = hp.grad_accumulation * accelerator.num_processes  # micro-batches per optimizer step
+    steps_per_epoch = len(_epoch_batches(features, hp, seed, 0)) // group
+    if steps_per_epoch < 1:
+        raise UserError(
+            f"hyperparameters.batch_size: {len(features)} examples do not fill one optimizer step of "
+            f"{hp.batch_size} x grad_accumulation {hp.grad_accumulation} x {accelerator.num_processes} "
+            "process(es); lower batch_size or grad_accumulation"
+        )
     total_steps = hp.max_steps or max(1, math.ceil(hp.epochs * steps_per_epoch))
 
     params = [p for p in model.parameters() if p.requires_grad]
@@ -175,17 +176,23 @@ def train(
     started, tokens = time.perf_counter(), 0
     task_sum, task_count = torch.zeros(num_tasks), torch.zeros(num_tasks)
     window: list[float] = []
-    bar = tqdm(total=total_steps, initial=step, desc="train", disable=None if progress else True, leave=False)
+    bar = Progress(total_steps, f"train {label}", unit="steps", initial=step, enabled=progress)
     model.train()
     while step < total_steps:
         batches = _epoch_batches(features, hp, seed, epoch)
-        # Each process takes every num_processes-th micro-batch: DDP then averages exactly what one
-        # process with num_processes-times the gradient accumulation would.
+        # An epoch ends on a whole step for every process: the tail that does not fill one is left out
+        # (it differs from epoch to epoch). Then each process takes every num_processes-th micro-batch
+        # and all hold the same number, so DDP averages exactly what one process with num_processes
+        # times the accumulation would, every step pairs micro-batches of one epoch, and the position
+        # a checkpoint records (the main process's) is every process's position.
+        batches = batches[: len(batches) - len(batches) % group]
         mine = batches[accelerator.process_index :: accelerator.num_processes]
-        usable = len(mine) - len(mine) % hp.grad_accumulation
-        for position in range(micro_in_epoch, usable):
+        for position in range(micro_in_epoch, len(mine)):
             index = mine[position]
-            batch = collate([features[i] for i in index], pad_id=pad_id, is_seq2seq=is_seq2seq)
+            chosen = [features[i] for i in index]
+            batch = collate(chosen, pad_id=pad_id, is_seq2seq=is_seq2seq)
+            if white_box:
+                batch.update(collate_teacher(chosen, pad_id))
             batch = {k: v.to(accelerator.device) for k, v in batch.items()}
             with accelerator.accumulate(model), _batch_must_fit(hp):
                 output = model(
@@ -195,9 +202,10 @@ def train(
                 )
                 per_example = example_losses(output.logits, batch["labels"], shift=not is_seq2seq)
                 loss = multitask_loss(per_example, weight_tensor[index].to(per_example.device))
-                loss = loss + kl_weight * _white_box_term(
-                    output.logits, batch, white_box, kl_kind, is_seq2seq
-                )
+                if white_box:
+                    loss = loss + kl_weight * white_box_term(
+                        output.logits, batch, white_box, kl_kind, is_seq2seq
+                    )
                 accelerator.backward(loss)
                 if accelerator.sync_gradients:
                     accelerator.clip_grad_norm_(params, hp.max_grad_norm)
@@ -216,7 +224,7 @@ def train(
             losses.append(step_loss)
             window = []
             bar.update(1)
-            bar.set_postfix(loss=f"{step_loss:.3f}", refresh=False)
+            bar.set_postfix(loss=f"{step_loss:.3f}")
             if step % hp.log_every == 0 or step == total_steps:
                 elapsed = time.perf_counter() - started
                 _log(
@@ -270,41 +278,6 @@ def _batch_must_fit(hp: Hyperparameters) -> Iterator[None]:
             f"hyperparameters.batch_size: a batch of {hp.batch_size} examples (up to {hp.max_length} tokens) "
             "does not fit in memory; lower batch_size or max_length and raise grad_accumulation"
         ) from None
-
-
-def _white_box_term(
-    logits, batch, white_box: Sequence[WhiteBox], kind: str, is_seq2seq: bool
-) -> torch.Tensor:
-    """KL between each white-box teacher and the student on that teacher's rationale rows.
-
-    Scaled by the rows' share of the batch so the term stays linear in examples (see objective.py).
-    """
-    term = logits.new_zeros(())
-    if not white_box:
-        return term
-    size = batch["input_ids"].shape[0]
-    for teacher in white_box:
-        rows = batch["task"] == teacher.task
-        if not bool(rows.any()):
-            continue
-        with torch.no_grad():
-            teacher_logits = teacher.model(
-                input_ids=batch["input_ids"][rows],
-                attention_mask=batch["attention_mask"][rows],
-                **({"labels": batch["labels"][rows]} if is_seq2seq else {}),
-            ).logits
-        student_logits = logits[rows]
-        labels = batch["labels"][rows]
-        if not is_seq2seq:  # position t predicts token t+1
-            student_logits, teacher_logits, labels = (
-                student_logits[:, :-1],
-                teacher_logits[:, :-1],
-                labels[:, 1:],
-            )
-        mask = labels != -100
-        kl = kl_divergence(student_logits.float(), teacher_logits.float(), mask, kind=kind)
-        term = term + kl * rows.sum() / size
-    return term
 
 
 def _mean_across(accelerator, value: float) -> float:

@@ -64,24 +64,51 @@ def task_weights(spec: StudentConfig, teachers: list[str], where: str) -> dict[s
     return weights
 
 
+def local_teacher_path(teacher, study: StudyConfig) -> str:
+    """Where an `hf` teacher's model is: its `model`, or the tiny teacher the teach stage built."""
+    return teacher.model or str(Path(study.run_dir) / "teachers" / ".models" / teacher.name)
+
+
 def white_box_teachers(
-    spec: StudentConfig, study: StudyConfig, tokenizer, task_index: dict[str, int], where: str
+    spec: StudentConfig,
+    study: StudyConfig,
+    tokenizer,
+    task_index: dict[str, int],
+    where: str,
+    features: list[dict],
+    examples: list,
+    max_length: int,
 ):
-    """Local `hf` teachers that share the student's tokenizer, for the KL term."""
+    """Local `hf` teachers (tiny ones too) that share the student's tokenizer, for the KL term; each
+    rationale feature of theirs gets the teacher's own prompt + the same target (`train.white_box`)."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from scalingdown.train.loop import WhiteBox
+    from scalingdown.teach.hf_backend import render_prompt
+    from scalingdown.train.white_box import WhiteBox, add_teacher_inputs
 
-    chosen = []
+    chosen, tasks = [], set()
     for teacher in study.teachers:
         task = task_index.get(f"rationale:{teacher.name}")
         if teacher.backend != "hf" or task is None:
             continue
-        if AutoTokenizer.from_pretrained(teacher.model).get_vocab() != tokenizer.get_vocab():
+        path = local_teacher_path(teacher, study)
+        try:
+            teacher_tokenizer = AutoTokenizer.from_pretrained(path)
+        except (OSError, ValueError) as exc:
+            raise UserError(f"{where}.kl_weight: cannot load teacher {teacher.name!r} ({exc})") from None
+        if teacher_tokenizer.get_vocab() != tokenizer.get_vocab():
             raise UserError(
                 f"{where}.kl_weight: teacher {teacher.name!r} does not share the student's tokenizer"
             )
-        chosen.append(WhiteBox(task=task, model=AutoModelForCausalLM.from_pretrained(teacher.model)))
+        chosen.append(WhiteBox(task=task, model=AutoModelForCausalLM.from_pretrained(path)))
+        tasks.add(task)
+        prompts = [
+            render_prompt(teacher_tokenizer, e.source_prompt)
+            if f["task"] == task and e.source_prompt is not None
+            else None
+            for f, e in zip(features, examples, strict=True)
+        ]
+        add_teacher_inputs(features, prompts, teacher_tokenizer, {task}, max_length=max_length)
     if not chosen:
         raise UserError(f"{where}.kl_weight: needs a local 'hf' teacher among this student's teachers")
     return chosen
@@ -143,9 +170,9 @@ def inputs_key(study: StudyConfig, index: int, inputs: StudentInputs) -> str:
     white_box = []
     if spec.kl_weight > 0:
         white_box = [
-            [t.name, t.model, tree_fingerprint(t.model) if t.model else None]
+            [t.name, t.model, tree_fingerprint(local_teacher_path(t, study))]
             for t in study.teachers
-            if t.name in inputs.teachers
+            if t.name in inputs.teachers and t.backend == "hf"
         ]
     return digest(
         [
@@ -210,7 +237,9 @@ def train_student(
     ]
     white_box = []
     if spec.kl_weight > 0:
-        white_box = white_box_teachers(spec, study, student.tokenizer, task_index, where)
+        white_box = white_box_teachers(
+            spec, study, student.tokenizer, task_index, where, features, examples, hp.max_length
+        )
     work = run_dir / "checkpoints" / spec.name
     result = train(
         student.model,
@@ -226,7 +255,8 @@ def train_student(
         white_box=white_box,
         kl_weight=spec.kl_weight,
         kl_kind=spec.kl_kind,
-        progress=progress,
+        progress=progress and process_state().is_main_process,  # one process reports
+        label=spec.name,
     )
     summary = {
         "student": spec.name,
