@@ -97,3 +97,99 @@ def test_tiny_teachers_need_hf_and_a_corpus(tmp_path: Path) -> None:
         load_config(_write(tmp_path, good.replace(", corpus: {templates: broad}", "")))
     with pytest.raises(UserError, match="exactly one of 'model' or 'tiny'"):
         load_config(_write(tmp_path, "teachers:\n  - {name: t, backend: hf}\n"))
+
+
+# Issue 10, items 9-11: every mistake of a config file is one line with its file, line and key.
+
+
+@pytest.mark.parametrize(
+    ("text", "line", "key"),
+    [
+        (  # a typo inside a student's hyperparameters
+            "students:\n  - name: s\n    path: x\n    hyperparameters:\n"
+            "      epochs: 1\n      batch_sise: 4\n",
+            6,
+            "students[0].hyperparameters.batch_sise: Extra inputs are not permitted",
+        ),
+        (  # a typo inside a student's lora block
+            "students:\n  - name: s\n    path: x\n    lora: {r: 8, alhpa: 16}\n",
+            4,
+            "students[0].lora.alhpa: Extra inputs",
+        ),
+        (  # study-wide blocks, and a wrong type inside one
+            "hyperparameters:\n  learning_rate: fast\n",
+            2,
+            "hyperparameters.learning_rate: Input should be a valid number",
+        ),
+        ("lora:\n  rank: 4\n", 2, "lora.rank: Extra inputs"),
+        (  # a teacher's backend options, checked against that backend's own options
+            "teachers:\n  - name: t\n    backend: openai\n    model: m\n    options:\n"
+            "      base_urls: [http://127.0.0.1:1/v1]\n      max_concurency: 4\n",
+            7,
+            "teachers[0].options.max_concurency: Extra inputs",
+        ),
+        (
+            "teachers:\n  - name: t\n    backend: hf\n    model: m\n    options: {batch_size: -1}\n",
+            5,
+            "teachers[0].options.batch_size: Input should be greater than or equal to 1",
+        ),
+        (
+            "teachers:\n  - name: t\n    backend: openai\n    model: m\n",
+            2,
+            "teachers[0].options.base_urls: Field required",
+        ),
+        ("seed: true\n", 1, "seed: Input should be a valid integer"),
+        (
+            "teachers:\n  - {name: t, backend: replay, model: f, sampling: {temperature: '0.5'}}\n",
+            2,
+            "teachers[0].sampling.temperature: Input should be a valid number",
+        ),
+        ('run_dir: ""\n', 1, "run_dir: String should have at least 1 character"),
+        (
+            "seed: 1\ndata:\n  dataset: gsm8k\n  dataset: aqua_rat\n",
+            4,
+            "data.dataset: key given twice (first on line 3)",
+        ),
+        (
+            "models:\n  - {name: ../../escape, path: x}\n",
+            2,
+            "models[0].name: '../../escape' must be a plain file name",
+        ),
+        ("students:\n  - {name: a/b, path: x}\n", 2, "students[0].name: 'a/b' must be a plain file name"),
+        (
+            "teachers:\n  - {name: .., backend: replay, model: f}\n",
+            2,
+            "teachers[0].name: '..' must be a plain",
+        ),
+    ],
+)
+def test_every_config_mistake_is_one_line_with_file_line_and_key(tmp_path: Path, text, line, key) -> None:
+    path = _write(tmp_path, text)
+    with pytest.raises(UserError) as err:
+        load_config(path)
+    message = str(err.value)
+    assert message.startswith(f"{path}:{line}: {key}"), message
+    assert "\n" not in message
+
+
+@pytest.mark.parametrize(
+    ("content", "what"),
+    [(b"seed: 1\n\x00\x01\x02binary", "is a binary file"), (b"name: caf\xe9\n", "is not UTF-8 text")],
+)
+def test_a_binary_or_non_utf8_config_is_one_line(tmp_path: Path, content: bytes, what: str) -> None:
+    path = tmp_path / "study.yaml"
+    path.write_bytes(content)
+    with pytest.raises(UserError, match=what) as err:
+        load_config(path)
+    assert str(err.value).startswith(f"{path}:")
+
+
+def test_nested_defaults_still_validate_and_good_values_pass(tmp_path: Path) -> None:
+    path = _write(
+        tmp_path,
+        "lora: {r: 4}\nhyperparameters: {epochs: 1}\n"
+        "students:\n  - {name: s.v1_b+c, path: x, lora: {alpha: 8}}\n"
+        "teachers:\n  - {name: t, backend: openai, model: m, options: {base_urls: http://h:1/v1}}\n",
+    )
+    study = load_config(path)
+    assert study.students[0].name == "s.v1_b+c" and study.teachers[0].options["base_urls"] == "http://h:1/v1"

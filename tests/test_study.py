@@ -101,3 +101,58 @@ def test_a_retrained_model_is_evaluated_again(tmp_path: Path) -> None:
     record.write_text(record.read_text().replace('"build_seconds"', '"note": "rebuilt", "build_seconds"'))
     rerun = evaluate_models(study, force=False)["m"]
     assert rerun["spec_digest"] != first["spec_digest"] and metrics.stat().st_mtime_ns != written
+
+
+def test_a_model_with_its_own_few_shot_prompt_gets_its_exemplars(tmp_path: Path) -> None:
+    """The shipped studies: `eval.prompt: student` study-wide, a reference with `prompt: few-shot`."""
+    from scalingdown.study import ensure_data, evaluate_models
+
+    study = parse_config(
+        {
+            "run_dir": str(tmp_path / "run"),
+            "data": {"dataset": "synthetic", "synthetic": {"n_train": 60, "n_test": 6}},
+            "eval": {"prompt": "student", "max_new_tokens": 4, "batch_size": 8, "num_fewshot": 2},
+            "models": [{"name": "ref", "tiny": TINY, "prompt": "few-shot"}],
+        }
+    )
+    ensure_data(study)
+    metrics = evaluate_models(study)["ref"]
+    assert "error" not in metrics and metrics["prompt_format"] == "few-shot" and metrics["n"] == 6
+    rows = [json.loads(line) for line in (tmp_path / "run" / "eval" / "ref" / "predictions.jsonl").open()]
+    assert rows[0]["prompt"].count("Question:") == 3  # two worked exemplars, then the question
+
+
+def test_the_manifest_keeps_each_stage_config_and_parallel_writers(tmp_path: Path) -> None:
+    """`eval` after `data --dataset gsm8k` must not record eval's defaults as the data config, and
+    processes recording stages at once must not lose each other's entries."""
+    import multiprocessing
+
+    from scalingdown.manifest import update_manifest
+
+    run = tmp_path / "run"
+    gsm8k = parse_config({"run_dir": str(run), "data": {"dataset": "gsm8k", "test_limit": 5}})
+    update_manifest(run, gsm8k, "data", seconds=1.0)
+    defaults = parse_config({"run_dir": str(run), "eval": {"max_new_tokens": 7}})
+    update_manifest(run, defaults, "eval/m", seconds=2.0)
+    manifest = read_json(run / "manifest.json")
+    assert (
+        manifest["config"]["data"]["dataset"] == "gsm8k" and manifest["config"]["eval"]["max_new_tokens"] == 7
+    )
+    assert manifest["stages"]["data"]["config"]["data"]["test_limit"] == 5
+    context = multiprocessing.get_context("spawn")
+    workers = [context.Process(target=_record_stages, args=(str(run), k)) for k in range(2)]
+    for worker in workers:
+        worker.start()
+    for worker in workers:
+        worker.join(120)
+        assert worker.exitcode == 0
+    stages = read_json(run / "manifest.json")["stages"]
+    assert {f"eval/w{k}-{i}" for k in range(2) for i in range(15)} <= set(stages)
+
+
+def _record_stages(run: str, worker: int) -> None:
+    from scalingdown.manifest import update_manifest
+
+    study = parse_config({"run_dir": run})
+    for i in range(15):
+        update_manifest(Path(run), study, f"eval/w{worker}-{i}", seconds=0.0)

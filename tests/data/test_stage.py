@@ -161,3 +161,48 @@ def test_failure_while_writing_keeps_the_old_split_files(
         run_data_stage(smaller, run_dir)
     after = {p.name: p.read_bytes() for p in (run_dir / "data").iterdir()}
     assert after == before
+
+
+def test_a_crash_between_the_renames_never_looks_done(tmp_path: Path, monkeypatch) -> None:
+    """Killed after the new test.jsonl landed beside the old train.jsonl: no report, so not done."""
+    import os
+
+    from scalingdown.data import stage
+
+    study = StudyConfig(data=DataConfig(synthetic=SyntheticConfig(n_train=30, n_test=5)))
+    run_data_stage(study, tmp_path)
+    assert stage.current_report(study, tmp_path) is not None
+    changed = study.model_copy(update={"data": DataConfig(synthetic=SyntheticConfig(n_train=30, n_test=7))})
+    real_replace, calls = os.replace, []
+
+    def crash_on_second(src, dst):
+        if Path(dst).name in ("train.jsonl", "test.jsonl"):  # the final renames, not the staging
+            calls.append(dst)
+            if len(calls) == 2:
+                raise KeyboardInterrupt  # the process dies between them
+        real_replace(src, dst)
+
+    monkeypatch.setattr(stage.os, "replace", crash_on_second)
+    with pytest.raises(KeyboardInterrupt):
+        run_data_stage(changed, tmp_path)
+    monkeypatch.setattr(stage.os, "replace", real_replace)
+    assert not (tmp_path / "data" / "report.json").exists()
+    assert stage.current_report(study, tmp_path) is None and stage.current_report(changed, tmp_path) is None
+    run_data_stage(changed, tmp_path)
+    assert stage.current_report(changed, tmp_path) is not None
+    (tmp_path / "data" / "test.jsonl").write_text("")  # a split edited by hand: no longer done
+    assert stage.current_report(changed, tmp_path) is None
+
+
+def test_a_local_copy_edited_in_place_is_loaded_again(tmp_path: Path) -> None:
+    from scalingdown.data.stage import current_report
+
+    local = tmp_path / "gsm8k"
+    local.mkdir()
+    (local / "train.jsonl").write_text(gsm8k_row("How many?", 3) + "\n")
+    (local / "test.jsonl").write_text(gsm8k_row("How few?", 1) + "\n")
+    study = StudyConfig(data=DataConfig(dataset="gsm8k", path=str(local)))
+    run_data_stage(study, tmp_path / "run")
+    assert current_report(study, tmp_path / "run") is not None
+    (local / "test.jsonl").write_text(gsm8k_row("How few?", 2) + "\n")  # a corrected gold answer
+    assert current_report(study, tmp_path / "run") is None

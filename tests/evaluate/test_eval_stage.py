@@ -158,3 +158,46 @@ def test_model_path_that_is_not_a_model(synthetic_problems, tmp_path):
             progress=False,
         )
     assert Path(tmp_path / "notamodel").exists()
+
+
+def test_partial_rows_of_other_weights_or_other_gold_answers_are_not_reused(
+    tiny_llama, synthetic_problems, tmp_path
+):
+    import shutil
+
+    import torch
+    from safetensors.torch import load_file, save_file
+
+    _, test = synthetic_problems
+    test = test[:4]
+    model = tmp_path / "model"
+    shutil.copytree(tiny_llama, model)
+    settings = _settings()
+    prompts = stage.build_prompts(test, "zero-shot")
+    out = tmp_path / "eval"
+
+    def interrupted_run() -> None:  # rows of the model and problems as they are now
+        shutil.rmtree(out, ignore_errors=True)
+        out.mkdir()
+        fingerprint = stage._fingerprint(str(model), "zero-shot", settings, prompts, test)
+        rows = [
+            {"id": p.id, "output": "old", **stage.score_outputs(p, ["old"]), "fingerprint": fingerprint}
+            for p in test
+        ]
+        (out / "predictions.partial.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+
+    def resumed(problems) -> int:
+        metrics = stage.evaluate_model(
+            problems, name="m", model_path=str(model), settings=settings, out_dir=out, progress=False
+        )
+        return metrics["resumed_problems"]
+
+    interrupted_run()
+    assert resumed(test) == 4  # same model, same problems: reused
+    interrupted_run()
+    regraded = [p.model_copy(update={"answer": p.answer + "0"}) for p in test]
+    assert resumed(regraded) == 0  # a corrected gold answer: the rows' verdicts are stale
+    interrupted_run()
+    weights = load_file(model / "model.safetensors")
+    save_file({k: v + 0.01 * torch.randn_like(v) for k, v in weights.items()}, model / "model.safetensors")
+    assert resumed(test) == 0  # retrained in place: nothing of the old model's output is kept

@@ -4,6 +4,7 @@ teachers, with per-problem outcomes chosen so the answer is known in advance."""
 from __future__ import annotations
 
 import csv
+import json
 import re
 from pathlib import Path
 
@@ -277,3 +278,25 @@ def test_an_empty_run_directory_gives_a_report_that_says_what_is_missing(tmp_pat
     with (index.parent / "results.csv").open(encoding="utf-8") as handle:
         rows = list(csv.DictReader(handle))
     assert [r["name"] for r in rows] == ["s1", "ref"] and all(r["accuracy"] == "" for r in rows)
+
+
+def test_an_evaluation_of_another_test_set_stays_out_of_the_report(tmp_path: Path) -> None:
+    """A model evaluated before data/test.jsonl changed (and not evaluated again) is marked stale:
+    its accuracy is not compared with the current gold answers."""
+    from scalingdown.digests import file_digest
+    from scalingdown.report.collect import collect_run
+
+    study = build_fake_run(tmp_path)
+    (tmp_path / "data").mkdir()
+    (tmp_path / "data" / "test.jsonl").write_text('{"id": "now"}\n')
+    current = file_digest(tmp_path / "data" / "test.jsonl")
+    for name in ("ref", *STUDENTS):
+        path = tmp_path / "eval" / name / "metrics.json"
+        metrics = json.loads(path.read_text())
+        metrics["test_digest"] = current if name != "s-small" else "0123456789abcdef"
+        write_json(path, metrics)
+    records = collect_run(study, ["ref"])
+    stale = records.model("s-small")
+    assert stale.accuracy is None and not stale.predictions
+    assert any("is stale (data/test.jsonl changed since)" in note for note in stale.missing)
+    assert records.model("s-mid").accuracy is not None and records.model("ref").accuracy is not None

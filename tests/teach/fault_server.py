@@ -32,7 +32,7 @@ class LoggedRequest:
     prompt: str  # the prompt text, or the chat messages as canonical JSON
     started: float  # time.monotonic() when the body was read
     status: int = 0
-    fault: str = ""  # "", "429", "500", "timeout", "malformed", "auth", "model"
+    fault: str = ""  # "", "429", "500", "timeout", "malformed", "empty", "auth", "model"
     n: int = 1
 
 
@@ -257,6 +257,9 @@ class _Handler(BaseHTTPRequestHandler):
             time.sleep(faults.stall_s)
             entry.status = 200
             self._send(200, self._completion(payload, chat, entry))
+        elif entry.fault == "empty":  # a paid answer with nothing in it (usage counted, text "")
+            entry.status = 200
+            self._send(200, self._completion(payload, chat, entry, empty=True))
         elif entry.fault == "malformed":
             entry.status = 200
             self._send(200, b'{"id": "cmpl-1", "choices": [{"index": 0, "mess')
@@ -264,9 +267,9 @@ class _Handler(BaseHTTPRequestHandler):
             entry.status = 200
             self._send(200, self._completion(payload, chat, entry))
 
-    def _completion(self, payload: dict, chat: bool, entry: LoggedRequest) -> dict:
+    def _completion(self, payload: dict, chat: bool, entry: LoggedRequest, empty: bool = False) -> dict:
         texts = [
-            "" if self.owner.faults.empty_completion else rationale_for(entry.prompt, i)
+            "" if empty or self.owner.faults.empty_completion else rationale_for(entry.prompt, i)
             for i in range(entry.n)
         ]
         if chat:

@@ -297,41 +297,106 @@ def test_trained_student_beats_the_same_model_untrained(taught_run, tmp_path):
     print(f"trained {trained['accuracy']} vs untrained {base['accuracy']}")
 
 
-def test_two_processes_match_one_process_with_doubled_accumulation(taught_run, tmp_path):
-    """DDP on 2 CPU processes (gloo, torchrun) against 1 process accumulating 2 micro-batches per step."""
+def test_two_processes_match_one_process_across_an_epoch_end_and_a_resume(taught_run, tmp_path):
+    """DDP on 2 CPU processes (gloo, torchrun) against 1 process accumulating 2 micro-batches per step.
+
+    720 examples in batches of 16 make 45 micro-batches an epoch: odd, so before epochs were cut to
+    whole steps the two processes held 23 and 22 and paired micro-batches of different epochs from
+    step 23 on. The two-process run is also killed after its step-24 checkpoint and resumed, which
+    must restore every process's position, not only the main one's.
+    """
     env = {**os.environ, "TQDM_DISABLE": "1", "OMP_NUM_THREADS": "1"}
+    steps = 30  # 22 steps an epoch: the run crosses one epoch end
+    torchrun = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--nproc_per_node",
+        "2",
+        "--master_port",
+        str(_free_port()),
+        "-m",
+        "scalingdown.cli",
+    ]
     runs = {}
     for label, launcher, accumulation in (
         ("one", [sys.executable, "-m", "scalingdown.cli"], 2),
-        (
-            "two",
-            [
-                sys.executable,
-                "-m",
-                "torch.distributed.run",
-                "--nproc_per_node",
-                "2",
-                "--master_port",
-                str(_free_port()),
-                "-m",
-                "scalingdown.cli",
-            ],
-            1,
-        ),
+        ("two", torchrun, 1),
     ):
         run = tmp_path / label
         _copy_run(taught_run, run)
         config = tmp_path / f"{label}.yaml"
-        study = yaml.safe_load(_write_config(config, run, steps=8).read_text())
-        study["students"][0]["hyperparameters"].update({"batch_size": 8, "grad_accumulation": accumulation})
-        config.write_text(yaml.safe_dump(study))
-        done = subprocess.run(
-            [*launcher, "train", str(config)], env=env, capture_output=True, text=True, timeout=600
+        study = yaml.safe_load(_write_config(config, run, steps=steps).read_text())
+        study["students"][0]["hyperparameters"].update(
+            {"batch_size": 16, "grad_accumulation": accumulation, "checkpoint_every": 12}
         )
+        config.write_text(yaml.safe_dump(study))
+        command = [*launcher, "train", str(config)]
+        if label == "two":
+            proc = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            done_24 = run / "checkpoints" / "s" / "checkpoints" / "step-000024" / "trainer_state.json"
+            deadline = time.monotonic() + 300
+            while time.monotonic() < deadline and not done_24.exists() and proc.poll() is None:
+                time.sleep(0.05)
+            _kill_tree(proc.pid)  # torchrun's workers run in sessions of their own
+            proc.wait()
+            assert done_24.exists() and not (run / "students" / "s" / "scalingdown.json").exists()
+            command[command.index("--master_port") + 1] = str(_free_port())
+        done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=600)
         assert done.returncode == 0, done.stderr[-3000:]
         runs[label] = read_json(run / "students" / "s" / "scalingdown.json")
-    assert runs["one"]["steps"] == runs["two"]["steps"] == 8
+    assert runs["one"]["steps"] == runs["two"]["steps"] == steps
+    assert runs["two"]["resumed_from_step"] == 24
     assert runs["two"]["losses"] == pytest.approx(runs["one"]["losses"], rel=1e-4)
+
+
+def test_a_lora_student_is_the_same_whatever_was_trained_before_it(taught_run, tmp_path):
+    """The adapter's random initialisation is seeded: one `run` of both students and a job that
+    trains only the second (a SLURM array task) give the second the same losses; and jobs that
+    train one student each keep each other's entries in students/summary.json."""
+    spec = {"tiny": TINY, "method": "lora", "lora": {"r": 4}, "hyperparameters": {**FAST, "max_steps": 3}}
+    config = {
+        "seed": 0,
+        "students": [{"name": "first", **spec}, {"name": "second", **spec}],
+        "teachers": [{"name": n, "backend": "replay", "model": "unused"} for n in ("careful", "chatty")],
+    }
+    both, alone = tmp_path / "both", tmp_path / "alone"
+    for run in (both, alone):
+        _copy_run(taught_run, run)
+    run_train_stage(parse_config({**config, "run_dir": str(both)}), progress=False)
+    import torch
+
+    torch.rand(1000)  # whatever else this process did before
+    study = parse_config({**config, "run_dir": str(alone)})
+    run_train_stage(study, only=["second"], progress=False)
+    losses = {
+        run: read_json(run / "students" / "second" / "scalingdown.json")["losses"] for run in (both, alone)
+    }
+    assert losses[alone] == pytest.approx(losses[both], abs=1e-6)
+    run_train_stage(study, only=["first"], progress=False)
+    summary = read_json(alone / "students" / "summary.json")
+    assert set(summary) == {"first", "second"} and summary["second"]["steps"] == 3
+
+
+def _kill_tree(pid: int) -> None:
+    """SIGKILL a process and all its descendants (read from /proc), children first."""
+    children: dict[int, list[int]] = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        children.setdefault(int(fields[1]), []).append(int(stat.parent.name))
+    order, todo = [], [pid]
+    while todo:
+        current = todo.pop()
+        order.append(current)
+        todo.extend(children.get(current, []))
+    for target in reversed(order):
+        try:
+            os.kill(target, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
 
 
 def _free_port() -> int:

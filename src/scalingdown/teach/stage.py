@@ -24,6 +24,7 @@ from pathlib import Path
 from scalingdown.artifacts import read_json, write_json, write_jsonl
 from scalingdown.config import StudyConfig, TeacherConfig
 from scalingdown.data.schema import Problem
+from scalingdown.digests import digest
 from scalingdown.errors import UserError
 from scalingdown.teach.backend import Request, Result, SamplingParams, TeacherBackend, get_backend
 from scalingdown.teach.cache import CachedBackend, ResponseCache
@@ -233,6 +234,45 @@ def _free_mode(
     return rows, {**accuracy([r["correct"] for r in answered]).as_dict(), "failed": len(rows) - len(answered)}
 
 
+def teach_key(
+    teacher: TeacherConfig,
+    study: StudyConfig,
+    train: Sequence[Problem],
+    test: Sequence[Problem],
+    identity: str,
+) -> str:
+    """What a teacher's files depend on: its config, the model it reaches (a local model's
+    fingerprint, a replay file's hash), the checking policy, the seed, and the exact problems it is
+    asked about (train, and test for free mode)."""
+    teach = study.teach
+    return digest(
+        [
+            teacher.model_dump(mode="json"),
+            identity,
+            [teach.policy, teach.check_arithmetic],
+            study.seed,
+            [[p.id, p.question, p.answer, p.options] for p in train],
+            [[p.id, p.question, p.answer, p.options] for p in test],
+        ]
+    )
+
+
+def finished_summary(out: Path, key: str) -> dict | None:
+    """The summary of an earlier run of this teacher on exactly these inputs, if it finished with
+    nothing failed (a teacher with failed requests runs again: the cache answers the rest)."""
+    try:
+        stats, usage = read_json(out / "stats.json"), read_json(out / "usage.json")
+    except UserError:
+        return None
+    if not isinstance(stats, dict) or stats.get("inputs_digest") != key or "error" in stats:
+        return None
+    if not all((out / name).is_file() for name in ("rationales.jsonl", "rejected.jsonl", "free.jsonl")):
+        return None
+    if any((usage.get(part) or {}).get("failed") for part in ("rationales", "free_mode")):
+        return None
+    return {**stats, "usage": {**usage, "cost_this_run": 0.0}, "skipped": "done with these inputs"}
+
+
 def teach_one(
     teacher: TeacherConfig,
     index: int,
@@ -252,7 +292,13 @@ def teach_one(
     }
     usage, free_usage = Usage(**prices), Usage(**prices)
     started = time.perf_counter()
-    backend = CachedBackend(build_backend(teacher, where, Path(study.run_dir), study.seed), cache)
+    inner = build_backend(teacher, where, Path(study.run_dir), study.seed)
+    key = teach_key(teacher, study, train, test, inner.cache_identity())
+    earlier = finished_summary(out, key)
+    if earlier is not None:
+        inner.close()
+        return earlier
+    backend = CachedBackend(inner, cache)
     try:
         selector = None
         if teacher.num_examples:
@@ -277,6 +323,7 @@ def teach_one(
         **stats.as_dict(),
         "free_accuracy": free_accuracy,
         "seconds": time.perf_counter() - started,
+        "inputs_digest": key,
     }
     write_jsonl(out / "rationales.jsonl", kept)
     write_jsonl(out / "rejected.jsonl", rejected)
