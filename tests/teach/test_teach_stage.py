@@ -134,9 +134,13 @@ def test_hf_and_served_teachers_on_real_data(tmp_path, dataset, tiny_teacher):
         assert summaries[name]["usage"]["cost"] == usage["cost"] > 0
     local = read_jsonl(run / "teachers" / "local" / "rationales.jsonl")
     assert max(r["sample"] for r in local) >= 1  # n = 2 samples, deduplicated
-    # A rerun is served from the cache: nothing is sent again.
+    # A rerun on the same inputs is done already; with another policy it is answered from the cache.
     again = run_teach_stage(
         study_for(run, [study.teachers[0].model_dump()], policy="flag", free_eval_problems=4), progress=False
+    )
+    assert again["local"].get("skipped") and again["local"]["usage"]["cost_this_run"] == 0
+    again = run_teach_stage(
+        study_for(run, [study.teachers[0].model_dump()], policy="keep", free_eval_problems=4), progress=False
     )
     assert again["local"]["usage"]["rationales"]["requests_sent"] == 0
     assert again["local"]["usage"]["rationales"]["cache_hits"] == 10
