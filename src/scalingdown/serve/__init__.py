@@ -1,8 +1,10 @@
 """`scalingdown serve`: an OpenAI-compatible HTTP server for a local Hugging Face model.
 
 Users serve a distilled student with it; the teach stage's tests and benchmarks use it as the real
-server behind the `openai` teacher backend. `server` is the HTTP layer (stdlib
-`ThreadingHTTPServer`), `batcher` the one worker thread that owns the model and batches requests.
+server behind the `openai` teacher backend. `server` runs it (uvicorn in a background thread),
+`app` is the HTTP API (FastAPI; its OpenAPI document is at /openapi.json), `protocol` the request
+models, checks and limits, `tokens` the token counting that no request waits on for long, and
+`batcher` the one worker thread that owns the model and batches requests.
 
     from scalingdown.serve import start_server
     with start_server("path/to/model", port=0) as server:
