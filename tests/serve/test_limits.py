@@ -113,9 +113,32 @@ def test_tokenising_a_long_text_does_not_hold_up_other_requests(model_dir):
 
 
 @pytest.fixture(scope="module")
-def capped(model_dir):
-    with start_server(str(model_dir), port=0, model_name=NAME, max_sequences=8, max_tokens=32) as running:
-        yield openai.OpenAI(base_url=running.url, api_key="none", max_retries=0, timeout=60)
+def capped_server(model_dir):
+    with start_server(
+        str(model_dir), port=0, model_name=NAME, max_sequences=8, max_tokens=32, max_body_mb=0.01
+    ) as running:
+        yield running
+
+
+@pytest.fixture(scope="module")
+def capped(capped_server):
+    return openai.OpenAI(base_url=capped_server.url, api_key="none", max_retries=0, timeout=60)
+
+
+def test_a_body_over_the_limit_is_refused_however_it_is_sent(capped_server):
+    body = json.dumps({"model": NAME, "prompt": "x" * 20_000}).encode()  # over 0.01 MiB
+    status, payload = _post(capped_server.port, "/v1/completions", body)
+    assert status == 400 and payload["error"]["code"] == "request_too_large"
+    assert "--max-body-mb" in payload["error"]["message"]
+    conn = http.client.HTTPConnection("127.0.0.1", capped_server.port, timeout=30)
+    try:  # chunked: no Content-Length up front, so the limit is counted as the body arrives
+        chunks = (body[i : i + 4096] for i in range(0, len(body), 4096))
+        conn.request("POST", "/v1/completions", body=chunks, encode_chunked=True)
+        response = conn.getresponse()
+        assert response.status == 400
+        assert json.loads(response.read())["error"]["code"] == "request_too_large"
+    finally:
+        conn.close()
 
 
 def test_prompts_times_n_and_max_tokens_are_capped(capped):

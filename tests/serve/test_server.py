@@ -174,6 +174,48 @@ def test_errors_have_the_openai_shape_and_status(server, client):
     assert _raw(server, "GET", "/health", key=None) == (200, {"status": "ok"})
 
 
+def test_validation_errors_are_openai_400s_naming_the_field(server):
+    def post(body) -> tuple[int, dict]:
+        return _raw(server, "POST", "/v1/completions", body=json.dumps(body).encode())
+
+    cases = {
+        "prompt": {"model": NAME, "prompt": 5},
+        "max_tokens": {"model": NAME, "prompt": "x", "max_tokens": "ten"},
+        "n": {"model": NAME, "prompt": "x", "n": True},  # strict: true is not 1
+        "model": {"prompt": "x"},
+        "stop": {"model": NAME, "prompt": "x", "stop": ["s"] * 17},
+    }
+    for field, body in cases.items():
+        status, payload = post(body)
+        assert status == 400, (field, payload)
+        assert payload["error"]["param"] == field and payload["error"]["message"].startswith(field)
+    status, payload = post({"model": NAME, "prompt": [1, 2, 3]})
+    assert status == 400 and "token-id prompts are not supported" in payload["error"]["message"]
+    status, payload = _raw(
+        server,
+        "POST",
+        "/v1/chat/completions",
+        json.dumps({"model": NAME, "messages": [{"content": "hi"}]}).encode(),
+    )
+    assert status == 400 and payload["error"]["message"].startswith("messages[0].role")
+    assert post([1])[0] == 400
+    status, payload = _raw(server, "GET", "/v1/completions")
+    assert status == 405 and payload["error"]["code"] == "method_not_allowed"
+    # The key is checked before the body is even parsed.
+    assert _raw(server, "POST", "/v1/completions", body=b"{not json", key="wrong")[0] == 401
+
+
+def test_the_openapi_document_describes_the_api(server):
+    status, document = _raw(server, "GET", "/openapi.json", key=None)
+    assert status == 200
+    assert {"/v1/models", "/v1/models/{name}", "/v1/completions", "/v1/chat/completions"} <= set(
+        document["paths"]
+    )
+    completion = document["components"]["schemas"]["CompletionRequest"]
+    assert set(completion["required"]) == {"model", "prompt"}
+    assert "HTTPBearer" in document["components"]["securitySchemes"]
+
+
 def test_concurrent_requests_are_batched_and_greedy_matches_alone(server, client):
     prompts = questions(16)  # different lengths: batched rows are left-padded
     alone = [_greedy(client, p, 16).choices[0].text for p in prompts]
@@ -229,6 +271,8 @@ def test_stop_releases_the_port_and_threads(model_dir):
 def test_bad_options_are_user_errors(model_dir):
     with pytest.raises(UserError, match="max_batch_size"):
         start_server(str(model_dir), port=0, max_batch_size=0)
+    with pytest.raises(UserError, match="max_sequences"):
+        start_server(str(model_dir), port=0, max_sequences=0)
     with socket.socket() as taken:
         taken.bind(("127.0.0.1", 0))
         taken.listen()

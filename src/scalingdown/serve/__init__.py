@@ -11,7 +11,18 @@ models, checks and limits, `tokens` the token counting that no request waits on 
         ...  # openai.OpenAI(base_url=server.url, api_key="none")
 """
 
-from scalingdown.serve.batcher import BatchStats, SamplingKey
-from scalingdown.serve.server import RunningServer, serve, start_server
+from __future__ import annotations
+
+import importlib
+from typing import Any
 
 __all__ = ["BatchStats", "RunningServer", "SamplingKey", "serve", "start_server"]
+_HOMES = {"BatchStats": "batcher", "SamplingKey": "batcher", "RunningServer": "server"}
+
+
+def __getattr__(name: str) -> Any:
+    # Loaded on first use: the batcher pulls in torch, and the CLI imports `serve.limits` for its
+    # `--help` text, which must stay instant.
+    if name not in __all__:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    return getattr(importlib.import_module(f"{__name__}.{_HOMES.get(name, 'server')}"), name)

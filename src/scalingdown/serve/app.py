@@ -35,13 +35,13 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from scalingdown.evaluate.generation import Generation, context_limit
 from scalingdown.models.loading import LoadedModel
 from scalingdown.serve.batcher import Batcher, SamplingKey, ServerStopping
+from scalingdown.serve.limits import ServeLimits
 from scalingdown.serve.protocol import (
     APIError,
     ChatRequest,
     CompletionRequest,
     ErrorResponse,
     ModelContext,
-    ServeLimits,
     check_before_tokenising,
     check_characters,
     completion_response,

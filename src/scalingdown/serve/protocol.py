@@ -20,8 +20,8 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from scalingdown.evaluate.generation import Generation
 from scalingdown.serve.batcher import SamplingKey
+from scalingdown.serve.limits import ServeLimits
 
-MiB = 2**20
 # OpenAI's defaults: 16 new tokens for a completion; a chat reply runs on (here: up to a bound).
 DEFAULT_COMPLETION_MAX_TOKENS = 16
 DEFAULT_CHAT_MAX_TOKENS = 512
@@ -29,29 +29,6 @@ DEFAULT_CHAT_MAX_TOKENS = 512
 UNSUPPORTED = ("stream", "logprobs", "top_logprobs", "echo", "suffix", "tools", "functions")
 # Stop strings are compiled against the whole vocabulary on the model's worker: keep them few and short.
 MAX_STOP_STRINGS, MAX_STOP_CHARS = 16, 256
-
-
-class ServeLimits(BaseModel):
-    """What one request may ask of the server; the `serve` options of the same names."""
-
-    max_sequences: int = Field(
-        256,
-        ge=1,
-        description="Most sequences one request may ask for: its prompts times n (a 400 beyond).",
-    )
-    max_tokens: int = Field(
-        4096,
-        ge=1,
-        description="Largest max_tokens (or max_completion_tokens) a request may ask for (a 400 beyond); "
-        "also the default when it is below OpenAI's.",
-    )
-    max_body_mb: float = Field(
-        8.0, gt=0, description="Largest request body in MiB; a bigger one gets a 400 before it is parsed."
-    )
-
-    @property
-    def max_body_bytes(self) -> int:
-        return int(self.max_body_mb * MiB)
 
 
 @dataclass(frozen=True)

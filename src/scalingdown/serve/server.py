@@ -25,7 +25,7 @@ from pathlib import Path
 from scalingdown.errors import UserError
 from scalingdown.models.loading import load_model
 from scalingdown.serve.batcher import Batcher, BatchStats
-from scalingdown.serve.protocol import ServeLimits
+from scalingdown.serve.limits import ServeLimits
 
 IDLE_CONNECTION_TIMEOUT_S = 120  # a keep-alive connection with no new request is closed after this
 # The default 5 drops connection attempts of a 32-way concurrent client (uvicorn asks for 2048 anyway).
