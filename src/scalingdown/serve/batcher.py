@@ -1,7 +1,7 @@
-"""Request batching for `scalingdown serve`: many HTTP threads, one model, few `generate_texts` calls.
+"""Request batching for `scalingdown serve`: many requests, one model, few `generate_texts` calls.
 
-HTTP threads `submit` (prompts, sampling settings) and wait on a future. One worker thread owns the
-model. It takes the oldest waiting request and gathers the waiting requests with the same sampling
+The HTTP handlers `submit` (prompts, sampling settings) and wait on a future. One worker thread
+owns the model. It takes the oldest waiting request and gathers the waiting requests with the same sampling
 settings (`SamplingKey`) until `max_batch_size` prompts are collected or no such request has
 joined for `batch_wait_ms` (and never longer than `MAX_WAIT_FACTOR` x `batch_wait_ms` in all), then
 runs one `generate_texts` call for all of them. The window restarts at each arrival because clients
