@@ -186,6 +186,7 @@ def test_the_work_of_a_client_that_left_is_dropped(server, client):
     assert small_seconds < SMALL_REQUEST_S
     after = server.stats()
     assert after.requests_cancelled - before.requests_cancelled == 1
+    assert after.batches_stopped - before.batches_stopped == 1  # ended mid-batch, at a decoding step
     assert after.prompts_served - before.prompts_served == 1  # the small request only
     # The worker is idle: nothing of the abandoned request runs on after the small one.
     time.sleep(0.3)

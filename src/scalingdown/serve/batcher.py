@@ -109,6 +109,12 @@ class Batcher:
     def running(self) -> bool:
         return self._thread.is_alive()
 
+    @property
+    def busy(self) -> bool:
+        """True while a batch is being generated."""
+        with self._cond:
+            return bool(self._running)
+
     def stats(self) -> BatchStats:
         with self._cond:
             return replace(self._stats)
