@@ -19,6 +19,7 @@ import typer
 
 from scalingdown.config import DataConfig, EvalConfig, ModelConfig, StudyConfig, TeachConfig, field_help
 from scalingdown.errors import EXIT_INTERRUPTED, EXIT_PARTIAL, EXIT_USER, PartialFailure, UserError
+from scalingdown.serve.limits import ServeLimits
 
 app = typer.Typer(
     name="scalingdown",
@@ -232,8 +233,21 @@ def serve(
         help="How long a forming batch waits for another request to join before it starts (restarting at "
         "each arrival, at most 10x this in all).",
     ),
+    max_sequences: int = typer.Option(
+        ServeLimits.model_fields["max_sequences"].default, help=field_help(ServeLimits, "max_sequences")
+    ),
+    max_tokens: int = typer.Option(
+        ServeLimits.model_fields["max_tokens"].default, help=field_help(ServeLimits, "max_tokens")
+    ),
+    max_body_mb: float = typer.Option(
+        ServeLimits.model_fields["max_body_mb"].default, help=field_help(ServeLimits, "max_body_mb")
+    ),
 ) -> None:
-    """Serve a local model over an OpenAI-compatible API (chat and completions) with request batching."""
+    """Serve a local model over an OpenAI-compatible API (chat and completions) with request batching.
+
+    The OpenAPI document is at /openapi.json. A request's size is checked before its prompts are
+    tokenised, and the work of a client that disconnects is dropped.
+    """
     import os
 
     from scalingdown.serve.server import serve as serve_model
@@ -253,6 +267,9 @@ def serve(
         batch_wait_ms=batch_wait_ms,
         model_name=model_name,
         api_key=api_key,
+        max_sequences=max_sequences,
+        max_tokens=max_tokens,
+        max_body_mb=max_body_mb,
     )
 
 

@@ -1,8 +1,7 @@
 """`scalingdown serve` over real HTTP on 127.0.0.1, called by the official `openai` client.
 
-The model is a tiny Llama built here. Freshly initialised with tied embeddings it only repeats its
-last input token, which would make every equality test trivially true; its weights are therefore
-perturbed (seeded) so that each prompt gets its own varied greedy continuation.
+The model is the tiny Llama of `conftest.model_dir` (perturbed weights, so each prompt gets its own
+varied greedy continuation).
 """
 
 from __future__ import annotations
@@ -17,41 +16,19 @@ import sys
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
-from pathlib import Path
 
 import openai
 import pytest
-import torch
 
-from scalingdown.config import TinyModelConfig
-from scalingdown.data.synthetic import generate
 from scalingdown.errors import UserError
 from scalingdown.evaluate.generation import truncate_at_stop
-from scalingdown.evaluate.prompts import worked_example
 from scalingdown.serve import start_server
-from scalingdown.serve.server import is_loopback, render_chat
+from scalingdown.serve.server import is_loopback
+from scalingdown.serve.tokens import render_chat
+from tests.serve.conftest import questions
 
 KEY = "sk-serve-test"
 NAME = "tiny-student"
-
-
-@pytest.fixture(scope="module")
-def model_dir(tmp_path_factory) -> Path:
-    from transformers import AutoModelForCausalLM
-
-    from scalingdown.models.tiny import build_tiny
-
-    texts = [worked_example(p) for p in generate(200, seed=1, split="train")]
-    config = TinyModelConfig(hidden_size=32, num_layers=2, num_heads=2, vocab_size=384, max_positions=256)
-    out = build_tiny(config, texts, tmp_path_factory.mktemp("serve") / "model", seed=0, progress=False)
-    model = AutoModelForCausalLM.from_pretrained(out)
-    noise = torch.Generator().manual_seed(0)
-    with torch.no_grad():
-        for name, param in model.named_parameters():
-            if "norm" not in name:
-                param.add_(torch.randn(param.shape, generator=noise) * 0.5)
-    model.save_pretrained(out)
-    return out
 
 
 @pytest.fixture(scope="module")
@@ -70,10 +47,6 @@ def tokenizer(model_dir):
     from transformers import AutoTokenizer
 
     return AutoTokenizer.from_pretrained(model_dir)
-
-
-def _questions(n: int) -> list[str]:
-    return [f"Question: {p.question}\nAnswer:" for p in generate(n, seed=2, split="test")]
 
 
 def _greedy(client, prompt: str, max_tokens: int = 24, model: str = NAME, **extra) -> openai.types.Completion:
@@ -106,7 +79,7 @@ def test_models_list_and_lookup(client, model_dir):
 
 
 def test_completions_n_usage_and_length(client, tokenizer):
-    prompts = _questions(2)
+    prompts = questions(2)
     response = client.completions.create(model=NAME, prompt=prompts, max_tokens=6, temperature=0, n=3)
     assert response.object == "text_completion"
     assert [c.index for c in response.choices] == list(range(6))
@@ -122,7 +95,7 @@ def test_completions_n_usage_and_length(client, tokenizer):
 
 
 def test_stop_string_ends_the_text(client):
-    prompt = _questions(3)[2]
+    prompt = questions(3)[2]
     full = _greedy(client, prompt, 40).choices[0].text
     # A plain-ASCII piece from the middle of what the model writes anyway.
     start = next(
@@ -201,8 +174,50 @@ def test_errors_have_the_openai_shape_and_status(server, client):
     assert _raw(server, "GET", "/health", key=None) == (200, {"status": "ok"})
 
 
+def test_validation_errors_are_openai_400s_naming_the_field(server):
+    def post(body) -> tuple[int, dict]:
+        return _raw(server, "POST", "/v1/completions", body=json.dumps(body).encode())
+
+    cases = {
+        "prompt": {"model": NAME, "prompt": 5},
+        "max_tokens": {"model": NAME, "prompt": "x", "max_tokens": "ten"},
+        "n": {"model": NAME, "prompt": "x", "n": True},  # strict: true is not 1
+        "model": {"prompt": "x"},
+        "stop": {"model": NAME, "prompt": "x", "stop": ["s"] * 17},
+    }
+    for field, body in cases.items():
+        status, payload = post(body)
+        assert status == 400, (field, payload)
+        assert payload["error"]["param"] == field and payload["error"]["message"].startswith(field)
+    status, payload = post({"model": NAME, "prompt": [1, 2, 3]})
+    assert status == 400 and "token-id prompts are not supported" in payload["error"]["message"]
+    status, payload = _raw(
+        server,
+        "POST",
+        "/v1/chat/completions",
+        json.dumps({"model": NAME, "messages": [{"content": "hi"}]}).encode(),
+    )
+    assert status == 400 and payload["error"]["message"].startswith("messages[0].role")
+    assert post([1])[0] == 400
+    status, payload = _raw(server, "GET", "/v1/completions")
+    assert status == 405 and payload["error"]["code"] == "method_not_allowed"
+    # The key is checked before the body is even parsed.
+    assert _raw(server, "POST", "/v1/completions", body=b"{not json", key="wrong")[0] == 401
+
+
+def test_the_openapi_document_describes_the_api(server):
+    status, document = _raw(server, "GET", "/openapi.json", key=None)
+    assert status == 200
+    assert {"/v1/models", "/v1/models/{name}", "/v1/completions", "/v1/chat/completions"} <= set(
+        document["paths"]
+    )
+    completion = document["components"]["schemas"]["CompletionRequest"]
+    assert set(completion["required"]) == {"model", "prompt"}
+    assert "HTTPBearer" in document["components"]["securitySchemes"]
+
+
 def test_concurrent_requests_are_batched_and_greedy_matches_alone(server, client):
-    prompts = _questions(16)  # different lengths: batched rows are left-padded
+    prompts = questions(16)  # different lengths: batched rows are left-padded
     alone = [_greedy(client, p, 16).choices[0].text for p in prompts]
     before = server.stats()
     barrier = threading.Barrier(len(prompts))
@@ -222,7 +237,7 @@ def test_concurrent_requests_are_batched_and_greedy_matches_alone(server, client
 
 
 def test_requests_with_different_settings_are_not_mixed(server, client):
-    prompts = _questions(8)
+    prompts = questions(8)
     lengths = [5 if i % 2 else 9 for i in range(len(prompts))]
     alone = [_greedy(client, p, n).choices[0].text for p, n in zip(prompts, lengths, strict=True)]
     barrier = threading.Barrier(len(prompts))
@@ -256,6 +271,8 @@ def test_stop_releases_the_port_and_threads(model_dir):
 def test_bad_options_are_user_errors(model_dir):
     with pytest.raises(UserError, match="max_batch_size"):
         start_server(str(model_dir), port=0, max_batch_size=0)
+    with pytest.raises(UserError, match="max_sequences"):
+        start_server(str(model_dir), port=0, max_sequences=0)
     with socket.socket() as taken:
         taken.bind(("127.0.0.1", 0))
         taken.listen()

@@ -4,7 +4,8 @@ Prompts are sorted by token length so each batch pads little, generated in batch
 (left padding for causal models), and returned in the caller's order. Greedy by default; sampling
 with `num_samples > 1` for self-consistency. Stop strings end a row early (transformers'
 `StopStringCriteria`); the text is cut at the first stop string so no stop text leaks into answers.
-The teach stage's `hf` backend reuses `generate_texts`.
+The teach stage's `hf` backend reuses `generate_texts`; `scalingdown serve` passes `should_stop` so the
+work of a client that has gone away ends at the next decoding step.
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 import torch
-from transformers import GenerationConfig
+from transformers import GenerationConfig, StoppingCriteria, StoppingCriteriaList
 
 from scalingdown.models.loading import LoadedModel
 
@@ -42,6 +43,22 @@ class Generation:
     prompt_tokens: int = 0
     truncated: bool = False  # the prompt was cut from the left to fit the model's context
     extra: dict = field(default_factory=dict)
+
+
+class GenerationStopped(RuntimeError):
+    """`generate_texts` ended early because its `should_stop()` returned True."""
+
+
+class _StopWhen(StoppingCriteria):
+    """Ends every row at the next decoding step once `should_stop()` is true (it is called each step)."""
+
+    def __init__(self, should_stop: Callable[[], bool]):
+        self.should_stop = should_stop
+
+    def __call__(self, input_ids: torch.Tensor, scores: torch.Tensor, **kwargs) -> torch.Tensor:
+        return torch.full(
+            (input_ids.shape[0],), self.should_stop(), dtype=torch.bool, device=input_ids.device
+        )
 
 
 def truncate_at_stop(text: str, stop: Sequence[str]) -> str:
@@ -105,7 +122,11 @@ def _count_new_tokens(rows: torch.Tensor, pad_id: int | None, eos_id: int | None
 
 @torch.inference_mode()
 def _generate_batch(
-    loaded: LoadedModel, prompts: Sequence[str], settings: DecodingSettings, max_prompt_tokens: int | None
+    loaded: LoadedModel,
+    prompts: Sequence[str],
+    settings: DecodingSettings,
+    max_prompt_tokens: int | None,
+    should_stop: Callable[[], bool] | None = None,
 ) -> list[Generation]:
     tokenizer = loaded.tokenizer
     encoded = tokenizer(
@@ -118,9 +139,14 @@ def _generate_batch(
     lengths = encoded["attention_mask"].sum(dim=1).tolist()
     started = time.perf_counter()
     output = loaded.model.generate(
-        **encoded, generation_config=_generation_config(loaded, settings), tokenizer=tokenizer
+        **encoded,
+        generation_config=_generation_config(loaded, settings),
+        tokenizer=tokenizer,
+        stopping_criteria=StoppingCriteriaList([_StopWhen(should_stop)]) if should_stop else None,
     )
     seconds = time.perf_counter() - started
+    if should_stop is not None and should_stop():
+        raise GenerationStopped("generation stopped on request")
     new = output if loaded.is_seq2seq else output[:, encoded["input_ids"].shape[1] :]
     if loaded.is_seq2seq:
         new = new[:, 1:]  # drop the decoder start token
@@ -151,11 +177,14 @@ def generate_texts(
     skip: set[int] | None = None,
     progress: bool = True,
     description: str = "generating",
+    should_stop: Callable[[], bool] | None = None,
 ) -> list[Generation | None]:
     """Generate for every prompt, batched by length; results in the order of `prompts`.
 
     `on_batch(indices, generations)` is called after each batch so callers can persist as they go;
     indices in `skip` are not generated (their slots stay None), which is how a resumed run continues.
+    `should_stop()` is called before each batch and at every decoding step; once it returns True the
+    call raises `GenerationStopped` (batches already passed to `on_batch` stay done).
     """
     from scalingdown.progress import Progress
 
@@ -173,9 +202,13 @@ def generate_texts(
     with Progress(len(todo), description, unit="prompts", enabled=progress) as bar:
         for start in range(0, len(todo), settings.batch_size):
             indices = todo[start : start + settings.batch_size]
+            if should_stop is not None and should_stop():
+                raise GenerationStopped("generation stopped on request")
             if settings.temperature > 0:
                 torch.manual_seed(settings.seed + start)
-            batch = _generate_batch(loaded, [prompts[i] for i in indices], settings, max_prompt_tokens)
+            batch = _generate_batch(
+                loaded, [prompts[i] for i in indices], settings, max_prompt_tokens, should_stop
+            )
             for i, generation in zip(indices, batch, strict=False):
                 generation.truncated = max_prompt_tokens is not None and token_lengths[i] > max_prompt_tokens
                 results[i] = generation

@@ -1,7 +1,7 @@
-"""Request batching for `scalingdown serve`: many HTTP threads, one model, few `generate_texts` calls.
+"""Request batching for `scalingdown serve`: many requests, one model, few `generate_texts` calls.
 
-HTTP threads `submit` (prompts, sampling settings) and wait on a future. One worker thread owns the
-model. It takes the oldest waiting request and gathers the waiting requests with the same sampling
+The HTTP handlers `submit` (prompts, sampling settings) and wait on a future. One worker thread
+owns the model. It takes the oldest waiting request and gathers the waiting requests with the same sampling
 settings (`SamplingKey`) until `max_batch_size` prompts are collected or no such request has
 joined for `batch_wait_ms` (and never longer than `MAX_WAIT_FACTOR` x `batch_wait_ms` in all), then
 runs one `generate_texts` call for all of them. The window restarts at each arrival because clients
@@ -15,6 +15,11 @@ tokens as decoding it alone (the attention mask hides the padding; on CPU in flo
 equality, while bf16 GPU kernels chosen by batch shape can flip a near-tie, as in any batching
 server). Sampling draws from one seeded RNG stream per batch, so a seeded request is reproducible
 when sent alone; unseeded sampling draws a fresh seed for every batch.
+
+A request whose client has gone is `cancel`led: dropped from the queue if it waits, and if it runs
+in a batch whose every request is cancelled, that batch ends at its next decoding step
+(`generate_texts(should_stop=...)`), so a client that sends 100 prompts x n and leaves costs a step,
+not minutes. A cancelled request in a batch shared with live ones rides along; its texts are dropped.
 """
 
 from __future__ import annotations
@@ -26,7 +31,7 @@ from collections.abc import Sequence
 from concurrent.futures import Future
 from dataclasses import dataclass, replace
 
-from scalingdown.evaluate.generation import DecodingSettings, generate_texts
+from scalingdown.evaluate.generation import DecodingSettings, GenerationStopped, generate_texts
 from scalingdown.models.loading import LoadedModel
 
 # A forming batch waits until no request has joined it for batch_wait_ms, but never longer than
@@ -66,6 +71,8 @@ class BatchStats:
     requests_served: int = 0  # requests answered (failed ones not counted)
     prompts_served: int = 0  # a completions request may carry several prompts
     largest_batch: int = 0  # most requests in one batch
+    requests_cancelled: int = 0  # requests whose client left before the answer (see `cancel`)
+    batches_stopped: int = 0  # batches ended early because every request in them was cancelled
 
 
 @dataclass
@@ -73,6 +80,9 @@ class _Pending:
     prompts: list[str]
     key: SamplingKey
     future: Future
+    # Set under the lock by `cancel`; the worker reads it at every decoding step without the lock
+    # (a bool read is atomic, and a stale False only costs one more step).
+    cancelled: bool = False
 
 
 class Batcher:
@@ -86,6 +96,7 @@ class Batcher:
         self.batch_wait_s = max(0.0, batch_wait_ms) / 1000.0
         self._cond = threading.Condition()
         self._waiting: list[_Pending] = []
+        self._running: list[_Pending] = []  # the batch being generated
         self._stopping = False
         self._stats = BatchStats()
         self._seeds = random.Random()  # only for unseeded sampling
@@ -97,6 +108,12 @@ class Batcher:
     @property
     def running(self) -> bool:
         return self._thread.is_alive()
+
+    @property
+    def busy(self) -> bool:
+        """True while a batch is being generated."""
+        with self._cond:
+            return bool(self._running)
 
     def stats(self) -> BatchStats:
         with self._cond:
@@ -114,6 +131,21 @@ class Batcher:
             self._waiting.append(_Pending(list(prompts), key.normalised(), future))
             self._cond.notify_all()
         return future
+
+    def cancel(self, future: Future) -> None:
+        """Give up on the request behind `future` (its client left): it is never answered.
+
+        Waiting, it leaves the queue; running, its batch stops at the next decoding step when every
+        request in it is cancelled. Unknown or finished futures are ignored.
+        """
+        with self._cond:
+            pending = next((p for p in self._waiting + self._running if p.future is future), None)
+            if pending is None or pending.cancelled or future.done():
+                return
+            pending.cancelled = True
+            self._waiting = [p for p in self._waiting if p is not pending]
+            self._stats.requests_cancelled += 1
+            future.cancel()
 
     def stop(self, timeout: float | None = None) -> None:
         """Fail every waiting request, let the running batch finish, and end the worker."""
@@ -163,11 +195,16 @@ class Batcher:
                 size += len(pending.prompts)
             taken = {id(p) for p in batch}
             self._waiting = [p for p in self._waiting if id(p) not in taken]
+            self._running = batch
             return batch
 
     def _run(self) -> None:
         while (batch := self._next_batch()) is not None:
-            self._run_batch(batch)
+            try:
+                self._run_batch(batch)
+            finally:
+                with self._cond:
+                    self._running = []
 
     def _run_batch(self, batch: list[_Pending]) -> None:
         key = batch[0].key
@@ -185,23 +222,38 @@ class Batcher:
             seed=seed,
         )
         try:
-            generations = generate_texts(self.loaded, prompts, settings, progress=False)
+            generations = generate_texts(
+                self.loaded,
+                prompts,
+                settings,
+                progress=False,
+                should_stop=lambda: all(pending.cancelled for pending in batch),
+            )
+        except GenerationStopped:  # every client of this batch has gone; their futures are cancelled
+            with self._cond:
+                self._stats.batches_stopped += 1
+            return
         except Exception as exc:  # a CUDA OOM or a model bug must fail these requests, not the worker
-            for pending in batch:
-                pending.future.set_exception(exc)
+            with self._cond:
+                for pending in batch:
+                    if not pending.future.done():
+                        pending.future.set_exception(exc)
             return
         if key.greedy and key.n > 1:
             for generation in generations:
                 generation.texts = generation.texts * key.n
                 generation.new_tokens = generation.new_tokens * key.n
-        # Counted before the answers go out, so a client that has its answer sees it counted.
+        # Under the lock, so `cancel` cannot slip in between the check and the answer; counted before
+        # the answers go out, so a client that has its answer sees it counted.
         with self._cond:
+            live = [pending for pending in batch if not pending.future.done()]
             self._stats.batches_run += 1
-            self._stats.requests_served += len(batch)
-            self._stats.prompts_served += len(prompts)
+            self._stats.requests_served += len(live)
+            self._stats.prompts_served += sum(len(pending.prompts) for pending in live)
             self._stats.largest_batch = max(self._stats.largest_batch, len(batch))
-        start = 0
-        for pending in batch:
-            end = start + len(pending.prompts)
-            pending.future.set_result(generations[start:end])
-            start = end
+            start = 0
+            for pending in batch:
+                end = start + len(pending.prompts)
+                if not pending.future.done():
+                    pending.future.set_result(generations[start:end])
+                start = end

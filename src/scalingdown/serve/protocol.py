@@ -1,31 +1,43 @@
-"""The OpenAI API's request and response shapes for `scalingdown serve`: parsing and checking
-request bodies (each mistake an `APIError` with the status and the field it names) and building
-completion responses.
+"""The OpenAI API's request and response shapes for `scalingdown serve`.
+
+Request bodies are pydantic models (FastAPI turns them into the OpenAPI document at
+/openapi.json); the checks pydantic cannot do run in two steps: `check_before_tokenising` (the
+limits of `ServeLimits`, unsupported fields, and the character bound of `check_characters`) and
+`sampling_key`, which needs the prompts' token counts. Every mistake is an `APIError` answered in
+OpenAI's shape with the status and the field it names; `validation_error` turns pydantic's errors
+into one such 400.
 """
 
 from __future__ import annotations
 
-import math
 import time
 import uuid
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from scalingdown.evaluate.generation import Generation
 from scalingdown.serve.batcher import SamplingKey
-
-if TYPE_CHECKING:
-    from scalingdown.serve.server import _App
-
-MAX_BODY_BYTES = 16 * 1024 * 1024
-
+from scalingdown.serve.limits import ServeLimits
 
 # OpenAI's defaults: 16 new tokens for a completion; a chat reply runs on (here: up to a bound).
 DEFAULT_COMPLETION_MAX_TOKENS = 16
 DEFAULT_CHAT_MAX_TOKENS = 512
-MAX_N = 128
 # Fields asking for what this server does not do: refused when set, never silently ignored.
 UNSUPPORTED = ("stream", "logprobs", "top_logprobs", "echo", "suffix", "tools", "functions")
+# Stop strings are compiled against the whole vocabulary on the model's worker: keep them few and short.
+MAX_STOP_STRINGS, MAX_STOP_CHARS = 16, 256
+
+
+@dataclass(frozen=True)
+class ModelContext:
+    """The model's context as the checks need it."""
+
+    limit: int | None  # tokens; None: the config states no limit
+    seq2seq: bool  # the prompt and the answer do not share the context
+    chars_per_token: int | None  # see `scalingdown.serve.tokens.chars_per_token`
 
 
 class APIError(Exception):
@@ -39,130 +51,205 @@ class APIError(Exception):
         return {"error": {"message": self.message, "type": self.kind, "param": self.param, "code": self.code}}
 
 
-@dataclass
-class ParsedRequest:
-    """A request checked and ready to queue: its prompts and the sampling settings they share."""
-
-    prompts: list[str]
-    key: SamplingKey
-
-
-def _number(request: dict, name: str, default, *, low, high, integer: bool = False, open_low: bool = False):
-    value = request.get(name)
-    if value is None:
-        return default
-    kinds = int if integer else (int, float)
-    if isinstance(value, bool) or not isinstance(value, kinds):
-        raise APIError(
-            400, f"{name}: must be {'an integer' if integer else 'a number'}, got {value!r}", param=name
-        )
-    if not math.isfinite(value) or value < low or value > high or (open_low and value == low):
-        span = f"{'more than' if open_low else 'at least'} {low} and at most {high}"
-        raise APIError(400, f"{name}: must be {span}, got {value!r}", param=name)
-    return value
+class ErrorDetail(BaseModel):
+    message: str
+    type: str
+    param: str | None = None
+    code: str | None = None
 
 
-def _stop(request: dict) -> tuple[str, ...]:
-    stop = request.get("stop")
-    if stop is None:
-        return ()
-    if isinstance(stop, str):
-        stop = [stop]
-    if not isinstance(stop, list) or not all(isinstance(s, str) for s in stop):
-        raise APIError(400, f"stop: must be a string or a list of strings, got {stop!r}", param="stop")
-    return tuple(s for s in stop if s)
+class ErrorResponse(BaseModel):
+    """The body of every error (documented in the OpenAPI document)."""
+
+    error: ErrorDetail
 
 
-def _refuse_unsupported(request: dict) -> None:
+StopString = Annotated[str, Field(max_length=MAX_STOP_CHARS)]
+
+
+class _SamplingRequest(BaseModel):
+    # strict: "5" is not 5 and true is not 1, as the old hand-written checks had it; extra fields
+    # (user, presence_penalty, ...) are accepted and ignored, except the UNSUPPORTED ones.
+    model_config = ConfigDict(extra="allow", strict=True)
+
+    model: str = Field(min_length=1, description="The served model's name (GET /v1/models) or its path.")
+    max_tokens: int | None = Field(None, ge=1, description="Most new tokens per sequence.")
+    temperature: float | None = Field(
+        None, ge=0, le=2, allow_inf_nan=False, description="0: greedy. Default 1."
+    )
+    top_p: float | None = Field(None, gt=0, le=1, allow_inf_nan=False, description="Nucleus sampling.")
+    n: int | None = Field(None, ge=1, description="Sequences per prompt (greedy: n equal copies).")
+    stop: StopString | Annotated[list[StopString], Field(max_length=MAX_STOP_STRINGS)] | None = Field(
+        None, description="Text ends before the first of these strings."
+    )
+    seed: int | None = Field(None, ge=0, le=2**62, description="Makes sampling sent alone reproducible.")
+
+
+class CompletionRequest(_SamplingRequest):
+    """`POST /v1/completions`. Streaming, logprobs, echo and suffix are refused with a 400."""
+
+    prompt: str | Annotated[list[str], Field(min_length=1)] = Field(
+        description="A prompt, or a list of prompts (text, not token ids)."
+    )
+    best_of: int | None = Field(None, ge=1, description="Only best_of == n is supported.")
+
+    @field_validator("prompt", mode="before")
+    @classmethod
+    def _no_token_ids(cls, value: Any) -> Any:
+        if isinstance(value, list) and value and not any(isinstance(p, str) for p in value):
+            raise ValueError("token-id prompts are not supported; send text")
+        return value
+
+
+class TextPart(BaseModel):
+    model_config = ConfigDict(extra="allow", strict=True)
+
+    type: Literal["text"]
+    text: str = ""
+
+
+class ChatMessage(BaseModel):
+    model_config = ConfigDict(extra="allow", strict=True)
+
+    role: str
+    content: str | list[TextPart] | None = None
+
+    def text(self) -> str:
+        if isinstance(self.content, list):
+            return "".join(part.text for part in self.content)
+        return self.content or ""
+
+
+class ChatRequest(_SamplingRequest):
+    """`POST /v1/chat/completions`: `messages` rendered by the model's chat template. No tools."""
+
+    messages: list[ChatMessage] = Field(min_length=1)
+    max_completion_tokens: int | None = Field(None, ge=1, description="Wins over max_tokens when set.")
+
+
+_FIELD_NAMES = {
+    name for model in (CompletionRequest, ChatRequest, ChatMessage, TextPart) for name in model.model_fields
+}
+
+
+def validation_error(errors: Sequence[Any]) -> APIError:
+    """FastAPI's 422 for a body as OpenAI's 400: the first wrong field, named as the client wrote it."""
+    first = errors[0]
+    if first.get("type") == "json_invalid":
+        detail = first.get("ctx", {}).get("error", "")
+        return APIError(400, f"the body is not valid JSON ({detail})")
+
+    def where(error: Any) -> list:
+        # loc is ("body", field, ...) with pydantic's labels of union branches ("str", "list[str]")
+        # among the field names; keep what the client wrote: field names and list indices.
+        return [p for p in error.get("loc", ())[1:] if isinstance(p, int) or p in _FIELD_NAMES]
+
+    loc = where(first)
+    if not loc:
+        return APIError(400, "the body must be a JSON object")
+    path = "".join(f"[{p}]" if isinstance(p, int) else (f".{p}" if i else p) for i, p in enumerate(loc))
+    messages = dict.fromkeys(
+        e.get("msg", "").removeprefix("Value error, ") for e in errors if where(e) == loc
+    )
+    return APIError(400, f"{path}: {'; '.join(messages)}", param=str(loc[0]))
+
+
+@dataclass(frozen=True)
+class Checked:
+    """A request past the checks that need no tokenizer."""
+
+    prompts: int  # how many prompts it sends
+    field: str  # "max_tokens" or "max_completion_tokens": the one the client set or could set
+    asked: int | None  # the max_tokens it asked for
+    param: str  # "prompt" or "messages": what a context error names
+    default_max_tokens: int
+
+
+def check_before_tokenising(request: CompletionRequest | ChatRequest, limits: ServeLimits) -> Checked:
+    """Unsupported fields, best_of, and the caps of `limits` on prompts x n and max_tokens."""
+    extra = request.model_extra or {}
     for name in UNSUPPORTED:
-        if request.get(name):
+        if extra.get(name):
             raise APIError(400, f"{name}: not supported by this server", param=name)
-    best_of = request.get("best_of")
-    if best_of is not None and best_of != request.get("n", 1):
-        raise APIError(400, "best_of: not supported by this server (only best_of == n)", param="best_of")
-
-
-def _parse_sampling(
-    request: dict, prompts: list[str], app: _App, *, field: str, default_max_tokens: int, param: str
-) -> ParsedRequest:
-    """Check the sampling fields and that every prompt fits the model's context with its max_tokens."""
-    counts = [app.count_tokens(p) for p in prompts]
-    if min(counts) == 0:
-        raise APIError(400, f"{param}: empty prompt (no tokens)", param=param)
-    longest, limit = max(counts), app.context_limit
-    room = None if limit is None else limit - (0 if app.loaded.is_seq2seq else longest)
-    if request.get(field) is None:
-        max_tokens = default_max_tokens if room is None else min(default_max_tokens, room)
+    n = request.n or 1
+    if isinstance(request, CompletionRequest):
+        if request.best_of is not None and request.best_of != n:
+            raise APIError(400, "best_of: not supported by this server (only best_of == n)", param="best_of")
+        prompts = 1 if isinstance(request.prompt, str) else len(request.prompt)
+        field, param, default = "max_tokens", "prompt", DEFAULT_COMPLETION_MAX_TOKENS
+        asked = request.max_tokens
     else:
-        max_tokens = _number(request, field, None, low=1, high=10**9, integer=True)
-    if room is not None and (room < 1 or (not app.loaded.is_seq2seq and max_tokens > room)):
-        asked = "" if app.loaded.is_seq2seq else f" plus {field}={max_tokens}"
+        prompts, param, default = 1, "messages", DEFAULT_CHAT_MAX_TOKENS
+        field = "max_completion_tokens" if request.max_completion_tokens is not None else "max_tokens"
+        asked = (
+            request.max_completion_tokens if request.max_completion_tokens is not None else request.max_tokens
+        )
+    if prompts * n > limits.max_sequences:
         raise APIError(
             400,
-            f"{param}: {longest} prompt tokens{asked} do not fit the model's context of {limit} tokens",
-            param=param,
-            code="context_length_exceeded",
+            f"{'n' if n > 1 else param}: {prompts} prompt{'s' if prompts > 1 else ''} x n={n} ask for "
+            f"{prompts * n} sequences; this server allows at most {limits.max_sequences} per request "
+            "(serve --max-sequences)",
+            param="n" if n > 1 else param,
         )
-    key = SamplingKey(
+    if asked is not None and asked > limits.max_tokens:
+        raise APIError(
+            400,
+            f"{field}: {asked} is more than this server allows ({limits.max_tokens}; serve --max-tokens)",
+            param=field,
+        )
+    return Checked(prompts, field, asked, param, min(default, limits.max_tokens))
+
+
+def _context_error(param: str, what: str, asked: str, limit: int) -> APIError:
+    return APIError(
+        400,
+        f"{param}: {what}{asked} do not fit the model's context of {limit} tokens",
+        param=param,
+        code="context_length_exceeded",
+    )
+
+
+def check_characters(texts: Sequence[str], checked: Checked, context: ModelContext) -> None:
+    """Refuse, untokenised, a prompt whose length in characters alone proves it cannot fit.
+
+    A prompt of more than `room x chars_per_token` characters has more than `room` tokens.
+    """
+    if context.limit is None or context.chars_per_token is None:
+        return
+    reserved = 0 if context.seq2seq else (checked.asked or 1)
+    longest = max(len(text) for text in texts)
+    if longest > max(0, context.limit - reserved) * context.chars_per_token:
+        asked = "" if context.seq2seq or checked.asked is None else f" plus {checked.field}={checked.asked}"
+        what = f"{longest} characters (at most {context.chars_per_token} per token)"
+        raise _context_error(checked.param, what, asked, context.limit)
+
+
+def sampling_key(
+    request: CompletionRequest | ChatRequest, counts: Sequence[int], checked: Checked, context: ModelContext
+) -> SamplingKey:
+    """The settings to queue, once every prompt is known to fit the context with its max_tokens."""
+    if min(counts) == 0:
+        raise APIError(400, f"{checked.param}: empty prompt (no tokens)", param=checked.param)
+    longest, limit = max(counts), context.limit
+    room = None if limit is None else limit - (0 if context.seq2seq else longest)
+    max_tokens = checked.asked
+    if max_tokens is None:
+        max_tokens = (
+            checked.default_max_tokens if room is None else max(1, min(checked.default_max_tokens, room))
+        )
+    if room is not None and (room < 1 or (not context.seq2seq and max_tokens > room)):
+        asked = "" if context.seq2seq else f" plus {checked.field}={max_tokens}"
+        raise _context_error(checked.param, f"{longest} prompt tokens", asked, limit)
+    stop = request.stop
+    stops = [stop] if isinstance(stop, str) else (stop or [])
+    return SamplingKey(
         max_tokens=max_tokens,
-        temperature=float(_number(request, "temperature", 1.0, low=0.0, high=2.0)),
-        top_p=float(_number(request, "top_p", 1.0, low=0.0, high=1.0, open_low=True)),
-        n=_number(request, "n", 1, low=1, high=MAX_N, integer=True),
-        stop=_stop(request),
-        seed=_number(request, "seed", None, low=0, high=2**62, integer=True),
-    )
-    return ParsedRequest(prompts, key)
-
-
-def parse_completion(request: dict, app: _App) -> ParsedRequest:
-    """A `/v1/completions` body: `prompt` is a string or a list of strings (not token ids)."""
-    _refuse_unsupported(request)
-    prompt = request.get("prompt")
-    if isinstance(prompt, str):
-        prompts = [prompt]
-    elif isinstance(prompt, list) and prompt and all(isinstance(p, str) for p in prompt):
-        prompts = prompt
-    elif isinstance(prompt, list) and prompt and not any(isinstance(p, str) for p in prompt):
-        raise APIError(400, "prompt: token-id prompts are not supported; send text", param="prompt")
-    else:
-        raise APIError(400, "prompt: required, a string or a non-empty list of strings", param="prompt")
-    return _parse_sampling(
-        request,
-        prompts,
-        app,
-        field="max_tokens",
-        default_max_tokens=DEFAULT_COMPLETION_MAX_TOKENS,
-        param="prompt",
-    )
-
-
-def _message_content(content, index: int) -> str:
-    if content is None or isinstance(content, str):
-        return content or ""
-    # The multi-part form: [{"type": "text", "text": ...}, ...]
-    if isinstance(content, list) and all(isinstance(p, dict) and p.get("type") == "text" for p in content):
-        return "".join(str(p.get("text", "")) for p in content)
-    raise APIError(400, f"messages[{index}].content: must be a string or text parts", param="messages")
-
-
-def parse_chat(request: dict, app: _App) -> ParsedRequest:
-    """A `/v1/chat/completions` body: `messages` rendered by `render_chat` into one prompt."""
-    _refuse_unsupported(request)
-    raw = request.get("messages")
-    if not isinstance(raw, list) or not raw:
-        raise APIError(400, "messages: required, a non-empty list", param="messages")
-    messages = []
-    for i, message in enumerate(raw):
-        if not isinstance(message, dict) or not isinstance(message.get("role"), str):
-            raise APIError(400, f"messages[{i}]: must be an object with a 'role' string", param="messages")
-        messages.append({"role": message["role"], "content": _message_content(message.get("content"), i)})
-    try:
-        prompt = app.render_chat(messages)
-    except Exception as exc:  # the template's own checks (e.g. roles must alternate) raise
-        raise APIError(400, f"messages: the chat template refused them ({exc})", param="messages") from None
-    field = "max_completion_tokens" if request.get("max_completion_tokens") is not None else "max_tokens"
-    return _parse_sampling(
-        request, [prompt], app, field=field, default_max_tokens=DEFAULT_CHAT_MAX_TOKENS, param="messages"
+        temperature=1.0 if request.temperature is None else float(request.temperature),
+        top_p=1.0 if request.top_p is None else float(request.top_p),
+        n=request.n or 1,
+        stop=tuple(s for s in stops if s),
+        seed=request.seed,
     )
 
 
