@@ -93,3 +93,36 @@ def test_a_change_reruns_exactly_what_depends_on_it(tmp_path: Path) -> None:
 
     config["data"]["train_limit"] = 30  # the train split: everything downstream
     assert _rerun(config, run) == set(ARTIFACTS)
+
+
+def test_seeds_are_replicates_trained_and_evaluated_once_each(tmp_path: Path) -> None:
+    """`seeds: [0, 1]` trains and evaluates each student once per seed; a seed added later is the only
+    new work; replicates differ (the seed reaches the initialisation)."""
+    run = tmp_path / "run"
+    config = {
+        "run_dir": str(run),
+        "seeds": [0, 1],
+        "data": {"dataset": "synthetic", "synthetic": SYNTHETIC},
+        "teachers": [{"name": "book", "backend": "replay", "model": _book(tmp_path / "a.jsonl", "plain")}],
+        "teach": {"free_eval_problems": 0},
+        "hyperparameters": {"batch_size": 8, "checkpoint_every": 50, "max_length": 96, "max_steps": 2},
+        "students": [{"name": "a", "tiny": TINY, "method": "full"}],
+        "eval": {"max_new_tokens": 4, "batch_size": 8},
+    }
+    run_study(parse_config(copy.deepcopy(config)))
+    metas = {
+        s: json.loads((run / "students" / "a" / f"seed-{s}" / "scalingdown.json").read_text()) for s in (0, 1)
+    }
+    assert metas[0]["seed"] == 0 and metas[1]["seed"] == 1 and metas[0]["losses"] != metas[1]["losses"]
+    for s in (0, 1):
+        metrics = json.loads((run / "eval" / "a" / f"seed-{s}" / "metrics.json").read_text())
+        assert metrics["training_seed"] == s and metrics["n"] == SYNTHETIC["n_test"]
+    stamps = {s: (run / "eval" / "a" / f"seed-{s}" / "metrics.json").stat().st_mtime_ns for s in (0, 1)}
+    config["seeds"] = [0, 1, 2]
+    run_study(parse_config(copy.deepcopy(config)))
+    assert (run / "eval" / "a" / "seed-2" / "metrics.json").is_file()
+    assert {
+        s: (run / "eval" / "a" / f"seed-{s}" / "metrics.json").stat().st_mtime_ns for s in (0, 1)
+    } == stamps
+    summary = json.loads((run / "students" / "summary.json").read_text())
+    assert {"a/seed-0", "a/seed-1", "a/seed-2"} <= set(summary)

@@ -339,6 +339,11 @@ class StudentConfig(_Strict):
         "forward_kl", description="Divergence of the white-box term."
     )
     merge: bool = Field(False, description="Also save LoRA-merged full weights (students/<name>/merged).")
+    seeds: list[int] | None = Field(
+        None,
+        min_length=1,
+        description="Training seeds of this student (replicates); overrides the study's 'seeds'.",
+    )
     lora: dict[str, Any] = Field(default_factory=dict, description="Overrides of configs/lora_config.json.")
     hyperparameters: dict[str, Any] = Field(
         default_factory=dict, description="Overrides of configs/hyperparameters.yaml for this student."
@@ -373,6 +378,12 @@ class StudyConfig(_Strict):
         "runs/study", min_length=1, description="Directory that holds every artifact of the run."
     )
     seed: int = Field(0, description="Seed for data sampling, model init and decoding.")
+    seeds: list[int] | None = Field(
+        None,
+        min_length=1,
+        description="Train and evaluate every student once per seed (replicates, in "
+        "students/<name>/seed-<s>/); the report pools them. Default: one run with 'seed'.",
+    )
     data: DataConfig = Field(default_factory=DataConfig)
     eval: EvalConfig = Field(default_factory=EvalConfig)
     models: list[ModelConfig] = Field(default_factory=list, description="Models to evaluate.")
@@ -401,6 +412,14 @@ class StudyConfig(_Strict):
                 if item.name in seen:
                     raise ValueError(f"{kind}: the name {item.name!r} is used twice")
                 seen.add(item.name)
+        both = {m.name for m in self.models} & {s.name for s in self.students}
+        if both:  # both would be evaluated into eval/<name>/
+            raise ValueError(f"the name {sorted(both)[0]!r} is both a model and a student")
+        for where, seeds in [("seeds", self.seeds)] + [
+            (f"students[{i}].seeds", s.seeds) for i, s in enumerate(self.students)
+        ]:
+            if seeds is not None and len(set(seeds)) != len(seeds):
+                raise ValueError(f"{where}: a seed is listed twice ({seeds})")
         return self
 
 

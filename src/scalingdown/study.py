@@ -7,6 +7,7 @@ For now a study is: data -> eval of every configured model. Each step skips what
 from __future__ import annotations
 
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 from rich.console import Console
@@ -17,6 +18,7 @@ from scalingdown.artifacts import read_json, write_json
 from scalingdown.config import ModelConfig, StudyConfig
 from scalingdown.digests import digest, file_digest, tree_fingerprint
 from scalingdown.errors import UserError
+from scalingdown.layout import STUDENT_FILE, eval_dir, replicate_label, replicate_seeds, student_dir
 from scalingdown.manifest import update_manifest
 
 console = Console(stderr=True, soft_wrap=True)
@@ -121,14 +123,31 @@ def ensure_students(study: StudyConfig, *, only: list[str] | None = None, force:
     return summaries
 
 
-def student_models(study: StudyConfig) -> list[ModelConfig]:
-    """Every trained student as a model to evaluate, prompted the way it was trained."""
-    run_dir = Path(study.run_dir)
-    return [
-        ModelConfig(name=s.name, path=str(run_dir / "students" / s.name), prompt="student")
-        for s in study.students
-        if (run_dir / "students" / s.name / "scalingdown.json").is_file()
-    ]
+@dataclass
+class EvalTarget:
+    """One evaluation: a model, and for a student's replicate its training seed (`layout`)."""
+
+    spec: ModelConfig
+    seed: int | None = None
+
+    @property
+    def label(self) -> str:
+        return replicate_label(self.spec.name, self.seed)
+
+    def out_dir(self, run_dir: Path) -> Path:
+        return eval_dir(run_dir, self.spec.name, self.seed)
+
+
+def student_targets(study: StudyConfig) -> list[EvalTarget]:
+    """Every trained replicate of every student as a model to evaluate, prompted as it was trained."""
+    targets = []
+    for student in study.students:
+        for seed in replicate_seeds(study, student):
+            folder = student_dir(study.run_dir, student.name, seed)
+            if (folder / STUDENT_FILE).is_file():
+                spec = ModelConfig(name=student.name, path=str(folder), prompt="student")
+                targets.append(EvalTarget(spec, seed))
+    return targets
 
 
 def model_path(spec: ModelConfig, study: StudyConfig) -> str:
@@ -171,11 +190,14 @@ def eval_key(spec: ModelConfig, study: StudyConfig, path: str) -> str:
     )
 
 
-def evaluate_models(study: StudyConfig, *, force: bool = True) -> dict[str, dict]:
-    """Evaluate each configured model on the run's test problems; returns metrics by model name, and
-    `{"error": reason}` for a model that failed (the others go on).
+def evaluate_models(
+    study: StudyConfig, *, force: bool = True, targets: list[EvalTarget] | None = None
+) -> dict[str, dict]:
+    """Evaluate each target (default: the configured models) on the run's test problems; returns
+    metrics by label (`name`, or `name/seed-<s>` for a replicate), and `{"error": reason}` for one
+    that failed (the others go on).
 
-    With `force=False` a model whose `metrics.json` holds this evaluation's `eval_key` is skipped.
+    With `force=False` a target whose `metrics.json` holds this evaluation's `eval_key` is skipped.
     """
     from scalingdown.data.stage import load_run_problems
     from scalingdown.evaluate.stage import evaluate_model
@@ -183,23 +205,24 @@ def evaluate_models(study: StudyConfig, *, force: bool = True) -> dict[str, dict
     run_dir = Path(study.run_dir)
     test = load_run_problems(run_dir, "test")
     # Each model's own prompt decides what it needs: a few-shot model takes its exemplars from train.
-    needs_train = any(prompt_of(spec, study) == "few-shot" for spec in study.models)
+    targets = [EvalTarget(spec) for spec in study.models] if targets is None else targets
+    needs_train = any(prompt_of(t.spec, study) == "few-shot" for t in targets)
     train = load_run_problems(run_dir, "train") if needs_train else []
     results: dict[str, dict] = {}
-    for spec in study.models:
-        out_dir = run_dir / "eval" / spec.name
+    for target in targets:
+        spec, label, out_dir = target.spec, target.label, target.out_dir(run_dir)
         started = time.perf_counter()
         try:
             path = model_path(spec, study)  # a tiny model is built here once, so its state is known
             key = eval_key(spec, study, path)
             metrics_path = out_dir / "metrics.json"
             if not force and metrics_path.exists() and read_json(metrics_path).get("spec_digest") == key:
-                results[spec.name] = read_json(metrics_path)
-                console.print(f"[dim]eval {spec.name}: done")
+                results[label] = read_json(metrics_path)
+                console.print(f"[dim]eval {label}: done")
                 continue
             metrics = evaluate_model(
                 test,
-                name=spec.name,
+                name=label,
                 model_path=path,
                 settings=study.eval,
                 out_dir=out_dir,
@@ -208,17 +231,19 @@ def evaluate_models(study: StudyConfig, *, force: bool = True) -> dict[str, dict
                 seed=study.seed,
             )
         except UserError as exc:
-            if len(study.models) == 1:
+            if len(targets) == 1:
                 raise
-            console.print(f"[red]eval {spec.name} failed:[/red] {escape(str(exc))}")
-            results[spec.name] = {"error": str(exc)}
+            console.print(f"[red]eval {label} failed:[/red] {escape(str(exc))}")
+            results[label] = {"error": str(exc)}
             continue
         metrics["spec_digest"] = key
         metrics["test_digest"] = file_digest(run_dir / "data" / "test.jsonl")
+        if target.seed is not None:
+            metrics["training_seed"] = target.seed
         write_json(metrics_path, metrics)
-        update_manifest(run_dir, study, f"eval/{spec.name}", seconds=time.perf_counter() - started)
-        results[spec.name] = metrics
-        _print_metrics(spec.name, metrics)
+        update_manifest(run_dir, study, f"eval/{label}", seconds=time.perf_counter() - started)
+        results[label] = metrics
+        _print_metrics(label, metrics)
     done = {name: m for name, m in results.items() if "error" not in m}
     if len(done) > 1:
         _print_table(done)
@@ -376,12 +401,10 @@ def run_study(study: StudyConfig) -> None:
     if study.students:
         console.print(f"stage train: {len(study.students)} students")
         failures += named_failures("student", ensure_students(study))
-    models = student_models(study) + list(study.models)
-    if models:
-        console.print(f"stage eval: {len(models)} models")
-        failures += named_failures(
-            "model", evaluate_models(study.model_copy(update={"models": models}), force=False)
-        )
+    targets = student_targets(study) + [EvalTarget(spec) for spec in study.models]
+    if targets:
+        console.print(f"stage eval: {len(targets)} models")
+        failures += named_failures("model", evaluate_models(study, force=False, targets=targets))
     else:
         console.print("[yellow]no models configured: nothing to evaluate")
     console.print("stage report")

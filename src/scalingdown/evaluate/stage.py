@@ -22,8 +22,7 @@ from scalingdown.digests import digest, tree_fingerprint
 from scalingdown.errors import UserError
 from scalingdown.evaluate import prompts as prompt_formats
 from scalingdown.evaluate.metrics import accuracy
-
-STUDENT_FILE = "scalingdown.json"  # written by `scalingdown train`; holds the student's prompt format
+from scalingdown.layout import STUDENT_FILE  # written by `scalingdown train`; holds the prompt format
 
 
 def student_template(model_path: str | Path) -> dict:

@@ -22,7 +22,7 @@ import shutil
 from pathlib import Path
 
 from scalingdown.artifacts import atomic_directory, write_json
-from scalingdown.evaluate.stage import STUDENT_FILE
+from scalingdown.layout import STUDENT_FILE
 from scalingdown.models.loading import DTYPES, HUB_ID, load_model
 from scalingdown.train.students import Student
 

@@ -21,13 +21,16 @@ from scalingdown.config import StudentConfig, StudyConfig, training_settings
 from scalingdown.data.schema import Problem
 from scalingdown.digests import digest, file_digest, tree_fingerprint
 from scalingdown.errors import UserError
+from scalingdown.layout import (
+    STUDENT_FILE,
+    checkpoint_dir,
+    effective_seed,
+    replicate_label,
+    replicate_seeds,
+    student_dir,
+    tiny_base_dir,
+)
 from scalingdown.train.examples import build_examples, data_hash, load_rationales, student_prompt_record
-
-STUDENT_FILE = "scalingdown.json"
-
-
-def student_dir(run_dir: Path, name: str) -> Path:
-    return run_dir / "students" / name
 
 
 def process_state():
@@ -39,15 +42,18 @@ def process_state():
     return PartialState(cpu=not torch.cuda.is_available())
 
 
-def base_model_path(spec: StudentConfig, study: StudyConfig, texts: list[str]) -> str:
-    """The base model: the configured path, or a tiny model built (once) from the task's text."""
+def base_model_path(
+    spec: StudentConfig, study: StudyConfig, texts: list[str], seed: int | None = None
+) -> str:
+    """The base model: the configured path, or a tiny model built (once) from the task's text and
+    initialised with the replicate's seed."""
     if spec.path is not None:
         return spec.path
     from scalingdown.models.tiny import build_tiny
 
-    out = Path(study.run_dir) / "students" / ".base" / spec.name
+    out = tiny_base_dir(study.run_dir, spec.name, seed)
     with process_state().main_process_first():  # one process builds, the others then reuse it
-        build_tiny(spec.tiny, texts, out, seed=study.seed, progress=False)
+        build_tiny(spec.tiny, texts, out, seed=effective_seed(study, seed), progress=False)
     return str(out)
 
 
@@ -124,12 +130,11 @@ class StudentInputs:
     weights_by_task: dict[str, float]
     examples: list
     rationale_files: dict[str, str | None]  # teacher -> digest of the rationales.jsonl read
-    key: str = ""
 
 
 def student_inputs(study: StudyConfig, index: int, problems: list[Problem]) -> StudentInputs:
-    """Resolved settings, rationales and examples of student `index`, and the key that says whether
-    a saved student was trained from exactly these (see `inputs_key`)."""
+    """Resolved settings, rationales and examples of student `index` (the same for every replicate;
+    `inputs_key` says whether a saved replicate was trained from exactly these)."""
     spec = study.students[index]
     where = f"students[{index}]"
     run_dir = Path(study.run_dir)
@@ -152,7 +157,6 @@ def student_inputs(study: StudyConfig, index: int, problems: list[Problem]) -> S
         examples=build_examples(problems, rationales, fmt=spec.format),
         rationale_files={t: file_digest(teacher_rationales(run_dir, t)) for t in teachers},
     )
-    inputs.key = inputs_key(study, index, inputs)
     return inputs
 
 
@@ -160,7 +164,7 @@ def teacher_rationales(run_dir: Path, teacher: str) -> Path:
     return run_dir / "teachers" / teacher / "rationales.jsonl"
 
 
-def inputs_key(study: StudyConfig, index: int, inputs: StudentInputs) -> str:
+def inputs_key(study: StudyConfig, index: int, inputs: StudentInputs, seed: int | None = None) -> str:
     """What a trained student depends on: its spec, the resolved LoRA settings and hyperparameters
     (shipped defaults included), the seed, the examples it learns (train problems and kept
     rationales, in order), the rationale files they came from, and a local base model's weights.
@@ -179,7 +183,7 @@ def inputs_key(study: StudyConfig, index: int, inputs: StudentInputs) -> str:
             spec.model_dump(mode="json"),
             inputs.lora.model_dump(mode="json"),
             inputs.hp.model_dump(mode="json"),
-            study.seed,
+            effective_seed(study, seed),
             data_hash(inputs.examples),
             inputs.rationale_files,
             base,
@@ -195,8 +199,10 @@ def train_student(
     *,
     progress: bool = True,
     inputs: StudentInputs | None = None,
+    seed: int | None = None,
 ) -> dict:
-    """Train student `index` of the study and save it; returns its summary."""
+    """Train student `index` of the study (the replicate of `seed`; None: the single run with the
+    study's seed) and save it; returns its summary."""
     from accelerate.utils import set_seed
 
     from scalingdown.evaluate.efficiency import package_versions
@@ -210,6 +216,7 @@ def train_student(
     where = f"students[{index}]"
     run_dir = Path(study.run_dir)
     inputs = inputs or student_inputs(study, index, problems)
+    key, run_seed = inputs_key(study, index, inputs, seed), effective_seed(study, seed)
     lora, hp, teachers = inputs.lora, inputs.hp, inputs.teachers
     weights_by_task, examples = inputs.weights_by_task, inputs.examples
     if not examples:
@@ -217,10 +224,10 @@ def train_student(
             f"{where}: no training examples (the teachers kept no rationale for any train problem)"
         )
     texts = [e.prompt + e.target for e in examples]
-    base = base_model_path(spec, study, texts)
+    base = base_model_path(spec, study, texts, seed)
     # The adapter's initial weights come from the global RNG: seeded here, a student is the same
     # whichever students were trained before it in this process (one `run` or one SLURM array job).
-    set_seed(study.seed)
+    set_seed(run_seed)
     student = load_student(base, method=spec.method, lora=lora, where=where)
     task_names = list(weights_by_task)
     task_index = {name: i for i, name in enumerate(task_names)}
@@ -240,7 +247,7 @@ def train_student(
         white_box = white_box_teachers(
             spec, study, student.tokenizer, task_index, where, features, examples, hp.max_length
         )
-    work = run_dir / "checkpoints" / spec.name
+    work = checkpoint_dir(run_dir, spec.name, seed)
     result = train(
         student.model,
         features=features,
@@ -251,15 +258,17 @@ def train_student(
         is_seq2seq=student.is_seq2seq,
         hp=hp,
         work_dir=work,
-        seed=study.seed,
+        seed=run_seed,
         white_box=white_box,
         kl_weight=spec.kl_weight,
         kl_kind=spec.kl_kind,
         progress=progress and process_state().is_main_process,  # one process reports
-        label=spec.name,
+        label=replicate_label(spec.name, seed),
     )
     summary = {
         "student": spec.name,
+        "seed": run_seed,
+        "replicate": seed is not None,
         "base_model": spec.path or "tiny",
         "method": spec.method,
         "format": spec.format,
@@ -275,7 +284,7 @@ def train_student(
         "total_parameters": student.total_parameters,
         "data_hash": data_hash(examples),
         "rationale_files": inputs.rationale_files,
-        "inputs_digest": inputs.key,
+        "inputs_digest": key,
     }
     state = process_state()
     if state.is_main_process:
@@ -286,12 +295,11 @@ def train_student(
             "config": spec.model_dump(mode="json"),
             "lora": lora.model_dump(mode="json"),
             "hyperparameters": hp.model_dump(mode="json"),
-            "seed": study.seed,
             "versions": package_versions(("scalingdown", "torch", "transformers", "peft", "accelerate")),
         }
         out = save_student(
             student,
-            student_dir(run_dir, spec.name),
+            student_dir(run_dir, spec.name, seed),
             metadata=metadata,
             merge=spec.merge,
             state_dict=result.state_dict,
@@ -303,13 +311,13 @@ def train_student(
     return summary
 
 
-def is_trained(study: StudyConfig, index: int, inputs: StudentInputs) -> bool:
-    """A saved student counts as trained only when it was trained from exactly these inputs."""
-    meta = student_dir(Path(study.run_dir), study.students[index].name) / STUDENT_FILE
+def is_trained(study: StudyConfig, index: int, inputs: StudentInputs, seed: int | None = None) -> bool:
+    """A saved replicate counts as trained only when it was trained from exactly these inputs."""
+    meta = student_dir(study.run_dir, study.students[index].name, seed) / STUDENT_FILE
     if not meta.is_file():
         return False
     try:
-        return read_json(meta).get("inputs_digest") == inputs.key
+        return read_json(meta).get("inputs_digest") == inputs_key(study, index, inputs, seed)
     except UserError:
         return False  # unreadable metadata: train again, which rewrites it
 
@@ -333,16 +341,21 @@ def run_train_stage(
     for index, spec in enumerate(study.students):
         if only and spec.name not in only:
             continue
-        try:
-            inputs = student_inputs(study, index, problems)
-            if not force and is_trained(study, index, inputs):
-                summaries[spec.name] = {"student": spec.name, "skipped": "already trained from these inputs"}
-                continue
-            summaries[spec.name] = train_student(study, index, problems, progress=progress, inputs=inputs)
-        except UserError as exc:
-            if len(study.students) == 1 or only:
-                raise
-            summaries[spec.name] = {"student": spec.name, "error": str(exc)}
+        seeds = replicate_seeds(study, spec)
+        for seed in seeds:
+            label = replicate_label(spec.name, seed)
+            try:
+                inputs = student_inputs(study, index, problems)
+                if not force and is_trained(study, index, inputs, seed):
+                    summaries[label] = {"student": spec.name, "skipped": "already trained from these inputs"}
+                    continue
+                summaries[label] = train_student(
+                    study, index, problems, progress=progress, inputs=inputs, seed=seed
+                )
+            except UserError as exc:
+                if (len(study.students) == 1 and len(seeds) == 1) or only:
+                    raise
+                summaries[label] = {"student": spec.name, "error": str(exc)}
     if process_state().is_main_process:
         # Parallel `train --student X` jobs each add their own entries: merged under a lock, never
         # one job's file over another's.
