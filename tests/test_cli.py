@@ -66,7 +66,7 @@ def test_data_then_eval_then_predictions_on_the_synthetic_task(tmp_path):
     config.write_text(
         f"run_dir: {tmp_path / 'run'}\n"
         "data: {dataset: synthetic, synthetic: {n_train: 200, n_test: 16}}\n"
-        "eval: {max_new_tokens: 8, batch_size: 8}\n"
+        "eval: {max_new_tokens: 8, batch_size: 8, speed_prompts: 0, quantize: []}\n"
         "models:\n  - name: tiny\n"
         "    tiny: {arch: gpt2, hidden_size: 32, num_layers: 2, num_heads: 2, vocab_size: 300}\n"
     )

@@ -46,7 +46,7 @@ def _study(tmp_path: Path, body: str) -> Path:
     config.write_text(
         f"run_dir: {tmp_path / 'run'}\n"
         "data: {dataset: synthetic, synthetic: {n_train: 40, n_test: 6, max_steps: 1, max_value: 9}}\n"
-        "eval: {max_new_tokens: 4, batch_size: 8}\n" + body
+        "eval: {max_new_tokens: 4, batch_size: 8, speed_prompts: 0, quantize: []}\n" + body
     )
     return config
 

@@ -72,7 +72,7 @@ def test_a_change_reruns_exactly_what_depends_on_it(tmp_path: Path) -> None:
         "students": [{"name": "a", **copy.deepcopy(student)}, {"name": "b", **copy.deepcopy(student)}],
         "models": [{"name": "ref", "tiny": TINY}],
         "report": {"references": ["ref"]},
-        "eval": {"max_new_tokens": 4, "batch_size": 8},
+        "eval": {"max_new_tokens": 4, "batch_size": 8, "speed_prompts": 0, "quantize": []},
     }
     run_study(parse_config(copy.deepcopy(config)))
     assert _rerun(config, run) == set(), "an unchanged study reran something"
@@ -107,7 +107,7 @@ def test_seeds_are_replicates_trained_and_evaluated_once_each(tmp_path: Path) ->
         "teach": {"free_eval_problems": 0},
         "hyperparameters": {"batch_size": 8, "checkpoint_every": 50, "max_length": 96, "max_steps": 2},
         "students": [{"name": "a", "tiny": TINY, "method": "full"}],
-        "eval": {"max_new_tokens": 4, "batch_size": 8},
+        "eval": {"max_new_tokens": 4, "batch_size": 8, "speed_prompts": 0, "quantize": []},
     }
     run_study(parse_config(copy.deepcopy(config)))
     metas = {

@@ -52,7 +52,7 @@ def test_a_failing_student_is_reported_and_the_study_goes_on(tmp_path: Path) -> 
             {"name": "reference", "tiny": {**TINY, "hidden_size": 64}, "method": "full", "teachers": []},
         ],
         "report": {"references": ["reference", "not-in-study"]},
-        "eval": {"max_new_tokens": 24, "batch_size": 32},
+        "eval": {"max_new_tokens": 24, "batch_size": 32, "speed_prompts": 2},
     }
     study = parse_config(study_dict)
     train, _ = generate_splits(study.data.synthetic, study.seed)
@@ -67,7 +67,15 @@ def test_a_failing_student_is_reported_and_the_study_goes_on(tmp_path: Path) -> 
     assert "no_such_proj" in summary["broken"]["error"]
     assert summary["ok"]["steps"] == 6 and summary["reference"]["steps"] == 6
     for name in ("ok", "reference"):
-        assert read_json(run / "eval" / name / "metrics.json")["n"] == 30
+        metrics = read_json(run / "eval" / name / "metrics.json")
+        assert metrics["n"] == 30
+        # The dedicated speed measurement (its own process) and the int8 rung of each student.
+        speed = metrics["speed"]
+        assert speed["passes"] == 3 and 0 < speed["seconds_per_question_min"] <= speed["seconds_per_question"]
+        assert speed["peak_memory_bytes"] > speed["baseline_rss_bytes"] > 0
+        int8 = read_json(run / "eval" / name / "int8" / "metrics.json")
+        assert int8["quantization"]["kind"] == "int8" and int8["n"] == 30
+        assert int8["weight_bytes"] < metrics["weight_bytes"] / 2
     assert not (run / "eval" / "broken").exists()
     page = (run / "report" / "README.md").read_text()
     assert "broken" in page and "no_such_proj" in page  # marked, with its reason
@@ -86,7 +94,7 @@ def test_a_retrained_model_is_evaluated_again(tmp_path: Path) -> None:
         {
             "run_dir": str(tmp_path / "run"),
             "data": {"dataset": "synthetic", "synthetic": {"n_train": 60, "n_test": 8}},
-            "eval": {"max_new_tokens": 4, "batch_size": 8},
+            "eval": {"max_new_tokens": 4, "batch_size": 8, "speed_prompts": 0, "quantize": []},
             "models": [{"name": "m", "tiny": TINY}],
         }
     )
@@ -111,7 +119,13 @@ def test_a_model_with_its_own_few_shot_prompt_gets_its_exemplars(tmp_path: Path)
         {
             "run_dir": str(tmp_path / "run"),
             "data": {"dataset": "synthetic", "synthetic": {"n_train": 60, "n_test": 6}},
-            "eval": {"prompt": "student", "max_new_tokens": 4, "batch_size": 8, "num_fewshot": 2},
+            "eval": {
+                "prompt": "student",
+                "max_new_tokens": 4,
+                "batch_size": 8,
+                "num_fewshot": 2,
+                "speed_prompts": 0,
+            },
             "models": [{"name": "ref", "tiny": TINY, "prompt": "few-shot"}],
         }
     )

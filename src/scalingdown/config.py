@@ -146,6 +146,18 @@ class EvalConfig(_Strict):
     dtype: Literal["auto", "float32", "bfloat16", "float16"] = Field(
         "auto", description="Weights' dtype: 'auto' is bfloat16 on a GPU that has it, else float32."
     )
+    quantize: list[Literal["int8", "int8-bnb", "nf4"]] = Field(
+        default_factory=lambda: ["int8"],
+        description="Also evaluate every trained student quantised: 'int8' (dynamic, CPU), 'int8-bnb' "
+        "and 'nf4' (bitsandbytes, GPU); a kind that cannot run here is skipped with its reason.",
+    )
+    speed_prompts: int = Field(
+        8,
+        ge=0,
+        description="Test prompts of the speed measurement (latency, throughput, peak memory; each model "
+        "in a fresh process); 0 skips it.",
+    )
+    speed_passes: int = Field(3, ge=1, description="Timed passes of the speed measurement (median, spread).")
 
     @model_validator(mode="after")
     def _sampling_for_votes(self) -> EvalConfig:
@@ -368,6 +380,15 @@ class ReportConfig(_Strict):
         "mcnemar", description="Paired test on the same test problems: exact McNemar or paired bootstrap."
     )
     bootstrap_samples: int = Field(10000, ge=100, description="Paired bootstrap resamples.")
+    price_per_hour: float = Field(
+        0.0,
+        ge=0,
+        description="Price of one device-hour (serving and training), for cost per 1,000 questions, cost "
+        "per correct answer and break-even.",
+    )
+    price_per_1k_tokens: float = Field(
+        0.0, ge=0, description="Serving price per 1,000 generated tokens (added to the device-hour price)."
+    )
 
 
 class StudyConfig(_Strict):

@@ -129,13 +129,16 @@ class EvalTarget:
 
     spec: ModelConfig
     seed: int | None = None
+    quantize: str | None = None  # a quantised rung of a student: eval/<name>/[seed-<s>/]<kind>/
 
     @property
     def label(self) -> str:
-        return replicate_label(self.spec.name, self.seed)
+        label = replicate_label(self.spec.name, self.seed)
+        return label if self.quantize is None else f"{label}/{self.quantize}"
 
     def out_dir(self, run_dir: Path) -> Path:
-        return eval_dir(run_dir, self.spec.name, self.seed)
+        folder = eval_dir(run_dir, self.spec.name, self.seed)
+        return folder if self.quantize is None else folder / self.quantize
 
 
 def student_targets(study: StudyConfig) -> list[EvalTarget]:
@@ -147,6 +150,7 @@ def student_targets(study: StudyConfig) -> list[EvalTarget]:
             if (folder / STUDENT_FILE).is_file():
                 spec = ModelConfig(name=student.name, path=str(folder), prompt="student")
                 targets.append(EvalTarget(spec, seed))
+                targets += [EvalTarget(spec, seed, kind) for kind in study.eval.quantize]
     return targets
 
 
@@ -170,7 +174,7 @@ def prompt_of(spec: ModelConfig, study: StudyConfig) -> str:
     return spec.prompt or study.eval.prompt
 
 
-def eval_key(spec: ModelConfig, study: StudyConfig, path: str) -> str:
+def eval_key(spec: ModelConfig, study: StudyConfig, path: str, quantize: str | None = None) -> str:
     """What an evaluation depends on: the model's spec and weights (a local model's fingerprint),
     the eval settings, the seed, the test set and, for a few-shot prompt, the train split the
     exemplars come from. Any change makes a new key, and the model is evaluated again."""
@@ -186,6 +190,7 @@ def eval_key(spec: ModelConfig, study: StudyConfig, path: str) -> str:
             tree_fingerprint(path),
             splits["test"],
             splits["train"] if prompt_of(spec, study) == "few-shot" else None,
+            quantize,
         ]
     )
 
@@ -200,6 +205,7 @@ def evaluate_models(
     With `force=False` a target whose `metrics.json` holds this evaluation's `eval_key` is skipped.
     """
     from scalingdown.data.stage import load_run_problems
+    from scalingdown.evaluate.quantize import QuantisationUnavailable
     from scalingdown.evaluate.stage import evaluate_model
 
     run_dir = Path(study.run_dir)
@@ -214,7 +220,7 @@ def evaluate_models(
         started = time.perf_counter()
         try:
             path = model_path(spec, study)  # a tiny model is built here once, so its state is known
-            key = eval_key(spec, study, path)
+            key = eval_key(spec, study, path, target.quantize)
             metrics_path = out_dir / "metrics.json"
             if not force and metrics_path.exists() and read_json(metrics_path).get("spec_digest") == key:
                 results[label] = read_json(metrics_path)
@@ -229,7 +235,17 @@ def evaluate_models(
                 prompt_format=prompt_of(spec, study),
                 train_pool=train,
                 seed=study.seed,
+                quantize=target.quantize,
             )
+            if study.eval.speed_prompts:
+                metrics["speed"] = measure_target_speed(
+                    study, path, test, train, prompt_of(spec, study), target
+                )
+        except QuantisationUnavailable as exc:  # not a failure: this machine cannot run that kind
+            console.print(f"[dim]eval {label}: skipped ({exc})")
+            write_json(out_dir / "skipped.json", {"reason": str(exc)})
+            results[label] = {"skipped": str(exc)}
+            continue
         except UserError as exc:
             if len(targets) == 1:
                 raise
@@ -244,10 +260,34 @@ def evaluate_models(
         update_manifest(run_dir, study, f"eval/{label}", seconds=time.perf_counter() - started)
         results[label] = metrics
         _print_metrics(label, metrics)
-    done = {name: m for name, m in results.items() if "error" not in m}
+    done = {name: m for name, m in results.items() if "error" not in m and "skipped" not in m}
     if len(done) > 1:
         _print_table(done)
     return results
+
+
+def measure_target_speed(study, path, test, train, fmt, target) -> dict:
+    """The dedicated speed measurement (`evaluate.speed`) on the first `speed_prompts` test prompts,
+    in the format the model was evaluated with, in a fresh process."""
+    from scalingdown.evaluate.speed import SpeedRequest, measure_speed
+    from scalingdown.evaluate.stage import build_prompts, student_template
+
+    problems = test[: study.eval.speed_prompts]
+    prompts = build_prompts(
+        problems, fmt, train_pool=train, num_fewshot=study.eval.num_fewshot, seed=study.seed, model_path=path
+    )
+    stop = student_template(path).get("stop", study.eval.stop) if fmt == "student" else study.eval.stop
+    request = SpeedRequest(
+        model_path=path,
+        prompts=prompts,
+        max_new_tokens=study.eval.max_new_tokens,
+        stop=list(stop),
+        device="cpu" if target.quantize == "int8" else study.eval.device,
+        dtype="float32" if target.quantize == "int8" else study.eval.dtype,
+        quantize=target.quantize,
+        passes=study.eval.speed_passes,
+    )
+    return measure_speed(request)
 
 
 def _print_metrics(name: str, metrics: dict) -> None:

@@ -141,10 +141,15 @@ def evaluate_model(
     train_pool: Sequence[Problem] = (),
     seed: int = 0,
     progress: bool = True,
+    quantize: str | None = None,
 ) -> dict:
-    """Generate, score and write predictions and metrics for one model; returns the metrics."""
+    """Generate, score and write predictions and metrics for one model; returns the metrics.
+
+    `quantize` ('int8', 'int8-bnb', 'nf4'; `evaluate.quantize`) evaluates the model with quantised
+    weights; a kind that cannot run here raises `QuantisationUnavailable`."""
     from scalingdown.evaluate.efficiency import hardware, package_versions, peak_memory, reset_peak_memory
     from scalingdown.evaluate.generation import DecodingSettings, generate_texts
+    from scalingdown.evaluate.quantize import bitsandbytes_config, memory_bytes, quantise_int8
     from scalingdown.models.loading import load_model
 
     fmt = prompt_format or settings.prompt
@@ -164,7 +169,18 @@ def evaluate_model(
     if fmt == "student":
         stop = tuple(student_template(model_path).get("stop", stop))
     started = time.perf_counter()
-    loaded = load_model(model_path, device=settings.device, dtype=settings.dtype)
+    loaded = load_model(
+        model_path,
+        device="cpu" if quantize == "int8" else settings.device,
+        dtype="float32" if quantize == "int8" else settings.dtype,
+        quantization_config=bitsandbytes_config(quantize) if quantize in ("int8-bnb", "nf4") else None,
+    )
+    quantisation = None
+    if quantize == "int8":
+        loaded.model, how = quantise_int8(loaded.model)
+        quantisation = {"kind": quantize, "implementation": how}
+    elif quantize is not None:
+        quantisation = {"kind": quantize, "implementation": "bitsandbytes"}
     load_seconds = time.perf_counter() - started
     reset_peak_memory(loaded.device)
 
@@ -221,6 +237,8 @@ def evaluate_model(
         "prompt_format": fmt,
         **summarize(rows),
         "num_parameters": loaded.num_parameters,
+        "weight_bytes": memory_bytes(loaded.model),
+        "quantization": quantisation,
         "peak_memory": peak_memory(loaded.device),
         "dtype": str(loaded.dtype).removeprefix("torch."),
         "load_seconds": load_seconds,

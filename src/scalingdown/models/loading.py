@@ -11,6 +11,7 @@ A saved LoRA student (a PEFT adapter directory) loads too: its base, with the ad
 from __future__ import annotations
 
 import json
+import logging
 import os
 import re
 import warnings
@@ -18,7 +19,13 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
-from transformers import (
+
+# transformers imports torchao when it is installed, which then reports every CUDA kernel library it
+# cannot load on a CPU machine and torch warns about its enum registrations: noise, not news.
+for _noisy in ("torchao", "torch.utils._pytree"):
+    logging.getLogger(_noisy).setLevel(logging.ERROR)
+
+from transformers import (  # noqa: E402 - after the loggers above are quietened
     AutoConfig,
     AutoModelForCausalLM,
     AutoModelForSeq2SeqLM,
@@ -26,9 +33,9 @@ from transformers import (
     PreTrainedModel,
     PreTrainedTokenizerBase,
 )
-from transformers.utils import logging as hf_logging
+from transformers.utils import logging as hf_logging  # noqa: E402
 
-from scalingdown.errors import UserError
+from scalingdown.errors import UserError  # noqa: E402
 
 # Our own progress bars say what is happening; transformers' per-file bars would only add noise.
 hf_logging.disable_progress_bar()
@@ -230,7 +237,9 @@ def _apply_adapter(
     return model, tokenizer, is_seq2seq
 
 
-def load_model(name_or_path: str, *, device: str = "auto", dtype: str = "auto") -> LoadedModel:
+def load_model(
+    name_or_path: str, *, device: str = "auto", dtype: str = "auto", quantization_config: object | None = None
+) -> LoadedModel:
     """Load a causal or seq2seq LM and its tokenizer, in eval mode, on `device` in `dtype`.
 
     `name_or_path` is a model directory, a Hub id, or a saved LoRA student (adapter_config.json
@@ -242,11 +251,19 @@ def load_model(name_or_path: str, *, device: str = "auto", dtype: str = "auto") 
     target_dtype = resolve_dtype(dtype, target_device)
     name = str(name_or_path)
     if name.strip() and is_adapter_dir(name):
+        if quantization_config is not None:
+            raise UserError(
+                "a LoRA adapter cannot be loaded quantised (its base would be merged into 4/8-bit weights); "
+                "save the student with `merge: true` and evaluate its merged/ folder",
+                path=name,
+            )
         model, tokenizer, is_seq2seq = _apply_adapter(
             str(Path(name).expanduser()), target_device, target_dtype
         )
     else:
-        model, tokenizer, is_seq2seq = load_pretrained(name, device=target_device, dtype=target_dtype)
+        model, tokenizer, is_seq2seq = load_pretrained(
+            name, device=target_device, dtype=target_dtype, quantization_config=quantization_config
+        )
 
     if tokenizer.pad_token is None:
         if tokenizer.eos_token is None:
