@@ -51,11 +51,22 @@ def _sigmoid(z: np.ndarray) -> np.ndarray:
     return 0.5 * (1 + np.tanh(0.5 * z))  # no overflow warning for large |z|
 
 
+def _log_sigmoid(z: np.ndarray) -> np.ndarray:
+    return -np.logaddexp(0.0, -z)
+
+
 def _loglik(theta: np.ndarray, x: np.ndarray, k: np.ndarray, n: np.ndarray, floor: float) -> np.ndarray:
-    """Binomial log-likelihood of `theta` (..., 2) for counts k of n at centred log sizes x; (...)."""
-    p = floor + (1 - floor) * _sigmoid(theta[..., :1] + theta[..., 1:] * x)
-    p = np.clip(p, _EPS, 1 - _EPS)
-    return (k * np.log(p) + (n - k) * np.log1p(-p)).sum(axis=-1)
+    """Binomial log-likelihood of `theta` (..., 2) for counts k of n at centred log sizes x; (...).
+
+    In log space throughout: clipping p would flatten the likelihood far out, where a fit to
+    separated data must keep climbing (and so be seen not to converge) instead of stopping.
+    """
+    eta = theta[..., :1] + theta[..., 1:] * x
+    log_p = (
+        _log_sigmoid(eta) if floor == 0 else np.logaddexp(np.log(floor), np.log1p(-floor) + _log_sigmoid(eta))
+    )
+    log_q = np.log1p(-floor) + _log_sigmoid(-eta)  # log(1 - p) = log((1 - floor)(1 - sigmoid))
+    return (k * log_p + (n - k) * log_q).sum(axis=-1)
 
 
 def fit_logistic(x: np.ndarray, k: np.ndarray, n: np.ndarray, floor: float) -> tuple[np.ndarray, np.ndarray]:
@@ -63,9 +74,10 @@ def fit_logistic(x: np.ndarray, k: np.ndarray, n: np.ndarray, floor: float) -> t
 
     x: (J,) predictor values (centred log sizes); k, n: (B, J) correct and total counts of B data
     sets. Returns theta (B, 2) and converged (B,) bool. Fisher scoring from a least-squares start on
-    the logits, each step halved until the likelihood does not fall; a replicate converges when its
-    step is below 1e-8. A fit driven to a step function (all sizes at the floor or at 100%) does not
-    converge and is flagged, not hidden.
+    the logits, each step halved until the likelihood does not fall; a data set converges when its
+    step is below 1e-8 within 100 iterations. Where no finite maximum exists (every size at the
+    floor, or the sizes split into all-wrong and all-right, or only one size above the floor) the
+    parameters run off and the fit is flagged as not converged, never returned as a fit.
     """
     k, n = np.atleast_2d(k).astype(float), np.atleast_2d(n).astype(float)
     q = np.clip((k / n - floor) / (1 - floor), 0.02, 0.98)
@@ -74,36 +86,48 @@ def fit_logistic(x: np.ndarray, k: np.ndarray, n: np.ndarray, floor: float) -> t
     slope = (z * xc).sum(axis=1) / max(float((xc * xc).sum()), _EPS)
     theta = np.stack([z.mean(axis=1) - slope * x.mean(), slope], axis=1)
     converged = np.zeros(len(theta), dtype=bool)
+    broken = np.zeros(len(theta), dtype=bool)
     ll = _loglik(theta, x, k, n, floor)
     steps = 0.5 ** np.arange(_HALVINGS)
     for _ in range(_MAX_ITER):
-        s = _sigmoid(theta[:, :1] + theta[:, 1:] * x)
-        p = np.clip(floor + (1 - floor) * s, _EPS, 1 - _EPS)
-        dp = (1 - floor) * s * (1 - s)
-        resid = (k - n * p) / (p * (1 - p)) * dp
-        w = n * dp * dp / (p * (1 - p))
-        g = np.stack([resid.sum(axis=1), (resid * x).sum(axis=1)], axis=1)
-        i00, i01, i11 = w.sum(axis=1), (w * x).sum(axis=1), (w * x * x).sum(axis=1)
-        ridge = 1e-10 * (i00 + i11) + 1e-300
-        det = (i00 + ridge) * (i11 + ridge) - i01 * i01
-        # The 2x2 Fisher system solved in closed form, for every replicate at once.
-        step_a = ((i11 + ridge) * g[:, 0] - i01 * g[:, 1]) / det
-        step_b = ((i00 + ridge) * g[:, 1] - i01 * g[:, 0]) / det
-        delta = np.stack([step_a, step_b], axis=1)
-        delta = np.where(np.isfinite(delta), delta, 0.0)
-        candidates = theta[:, None, :] + steps[None, :, None] * delta[:, None, :]  # (B, H, 2)
-        lls = _loglik(candidates, x[None, None, :], k[:, None, :], n[:, None, :], floor)
-        ok = lls >= ll[:, None] - 1e-12
-        first = np.where(ok.any(axis=1), ok.argmax(axis=1), -1)
-        rows = np.arange(len(theta))
-        moved = first >= 0
-        step_size = np.where(moved, steps[np.maximum(first, 0)], 0.0)
-        theta = np.where(moved[:, None], candidates[rows, np.maximum(first, 0)], theta)
-        ll = np.where(moved, lls[rows, np.maximum(first, 0)], ll)
-        converged |= np.abs(step_size[:, None] * delta).max(axis=1) < 1e-8
-        if converged.all():
+        with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
+            s = _sigmoid(theta[:, :1] + theta[:, 1:] * x)
+            p = floor + (1 - floor) * s
+            dp = (1 - floor) * s * (1 - s)
+            # dp / (p (1 - p)) = s / p = 1 / ((1 - floor) + floor / s): finite as s -> 0 or 1.
+            ratio = 1 / ((1 - floor) + floor / s)
+            resid, w = (k - n * p) * ratio, n * dp * ratio  # score terms and Fisher weights
+            g0, g1 = resid.sum(axis=1), (resid * x).sum(axis=1)
+            i00, i01, i11 = w.sum(axis=1), (w * x).sum(axis=1), (w * x * x).sum(axis=1)
+            ridge = 1e-10 * (i00 + i11) + 1e-300
+            det = (i00 + ridge) * (i11 + ridge) - i01 * i01
+            # The 2x2 Fisher system solved in closed form, for every data set at once.
+            delta = np.stack(
+                [((i11 + ridge) * g0 - i01 * g1) / det, ((i00 + ridge) * g1 - i01 * g0) / det], 1
+            )
+        broken |= ~np.isfinite(delta).all(axis=1)
+        delta = np.where(broken[:, None], 0.0, delta)
+        # The longest of the steps 1, 1/2, 1/4, ... that does not lower the likelihood. The full
+        # step almost always does, so only the data sets where it fails try the shorter ones.
+        scale = np.ones(len(theta))
+        full = _loglik(theta + delta, x, k, n, floor)
+        new_ll, moved = full, full >= ll - 1e-12 * np.abs(ll)
+        retry = np.flatnonzero(~moved)
+        if retry.size:
+            cand = theta[retry, None, :] + steps[None, 1:, None] * delta[retry, None, :]
+            lls = _loglik(cand, x, k[retry, None, :], n[retry, None, :], floor)
+            ok = lls >= ll[retry, None] - 1e-12 * np.abs(ll[retry, None])
+            best = ok.argmax(axis=1)
+            scale[retry] = np.where(ok.any(axis=1), steps[1:][best], 0.0)
+            new_ll[retry] = np.where(ok.any(axis=1), lls[np.arange(retry.size), best], ll[retry])
+            moved[retry] = ok.any(axis=1)
+        # No step at all that keeps the likelihood means that, within rounding, this is the maximum.
+        theta = theta + scale[:, None] * delta
+        ll = new_ll
+        converged |= ~moved | (np.abs(scale[:, None] * delta).max(axis=1) < 1e-8)
+        if (converged | broken).all():
             break
-    return theta, converged
+    return theta, converged & ~broken & np.isfinite(theta).all(axis=1)
 
 
 def _solve(theta: np.ndarray, x_lo: float, x_hi: float, target: np.ndarray, floor: float) -> np.ndarray:
