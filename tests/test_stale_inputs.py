@@ -107,9 +107,15 @@ def test_seeds_are_replicates_trained_and_evaluated_once_each(tmp_path: Path) ->
         "teach": {"free_eval_problems": 0},
         "hyperparameters": {"batch_size": 8, "checkpoint_every": 50, "max_length": 96, "max_steps": 2},
         "students": [{"name": "a", "tiny": TINY, "method": "full"}],
+        "models": [{"name": "ref", "tiny": TINY}],
+        "report": {"references": ["ref"], "bootstrap_samples": 500},
         "eval": {"max_new_tokens": 4, "batch_size": 8, "speed_prompts": 0, "quantize": []},
     }
     run_study(parse_config(copy.deepcopy(config)))
+    findings = json.loads((run / "report" / "findings.json").read_text())["findings"][0]
+    assert findings["ladder"] == ["a"] and findings["tests"]["a"]["student_seeds"] == 2
+    readme = (run / "report" / "README.md").read_text()
+    assert "(2 seeds)" in readme and "2 seeds, n = 8" in readme
     metas = {
         s: json.loads((run / "students" / "a" / f"seed-{s}" / "scalingdown.json").read_text()) for s in (0, 1)
     }

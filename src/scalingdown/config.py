@@ -375,10 +375,24 @@ class ReportConfig(_Strict):
         default_factory=list,
         description="Names of the models (from 'models', 'students' or 'teachers') each student must beat.",
     )
-    alpha: float = Field(0.05, gt=0, lt=1, description="Significance level of the paired test.")
-    test: Literal["mcnemar", "bootstrap"] = Field(
-        "mcnemar", description="Paired test on the same test problems: exact McNemar or paired bootstrap."
+    alpha: float = Field(
+        0.05,
+        gt=0,
+        lt=1,
+        description="Family-wise error rate of the whole answer: the fixed-sequence test down the ladder "
+        "(and Holm across references) keeps the chance of any false 'beats' at or below it.",
     )
+    test: Literal["permutation", "mcnemar", "bootstrap"] = Field(
+        "permutation",
+        description="Kept for old configs: every paired test is now the one-sided sign-flip permutation "
+        "test pooling seeds (for one seed on each side it is the exact McNemar test).",
+    )
+    ladder: list[str] | None = Field(
+        None,
+        description="The students to test against each reference, in any order (tested largest first); "
+        "default: every student. Name the ladder before the run; ablation students stay out of it.",
+    )
+    crossover_samples: int = Field(1000, ge=100, description="Bootstrap resamples of the crossover fit.")
     bootstrap_samples: int = Field(10000, ge=100, description="Paired bootstrap resamples.")
     price_per_hour: float = Field(
         0.0,

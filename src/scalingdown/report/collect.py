@@ -27,6 +27,7 @@ from scalingdown.config import StudyConfig
 from scalingdown.digests import file_digest
 from scalingdown.errors import UserError
 from scalingdown.evaluate.metrics import Accuracy, accuracy
+from scalingdown.layout import STUDENT_FILE, replicate_label, student_dir
 
 
 @dataclass
@@ -41,6 +42,7 @@ class ModelRecord:
     strict_accuracy: float | None = None
     seconds_per_problem: float | None = None
     tokens_per_second: float | None = None
+    tokens_per_problem: float | None = None
     peak_memory_bytes: int | None = None
     peak_memory_kind: str | None = None
     prompt_format: str | None = None
@@ -55,6 +57,15 @@ class ModelRecord:
     teacher_tokens: int | None = None
     predictions: list[dict] = field(default_factory=list, repr=False)  # {"id", "correct"} per problem
     missing: list[str] = field(default_factory=list)
+    # Replicates (a student trained once per seed): seed -> {problem id: correct}; `accuracy` is then
+    # the mean over seeds with the two-level interval in `pooled`, and `per_seed` lists each seed's.
+    seed_outcomes: dict = field(default_factory=dict, repr=False)
+    per_seed: list[dict] = field(default_factory=list)
+    pooled: dict | None = None
+    quantized_from: str | None = None  # a quantised rung: the student it quantises
+    quantization: str | None = None  # its kind ('int8', ...)
+    weight_bytes: int | None = None  # the weights' bytes in memory, as evaluated
+    speed: dict | None = None  # the dedicated speed measurement (evaluate.speed)
 
     @property
     def evaluated(self) -> bool:
@@ -63,7 +74,13 @@ class ModelRecord:
     @property
     def comparable(self) -> bool:
         """Has per-problem outcomes, so it can enter a paired test."""
-        return bool(self.predictions)
+        return bool(self.predictions) or bool(self.seed_outcomes)
+
+    def outcomes(self) -> dict:
+        """seed -> {problem id: correct}; a single run is one seed (None)."""
+        if self.seed_outcomes:
+            return self.seed_outcomes
+        return {None: {r["id"]: r["correct"] for r in self.predictions}} if self.predictions else {}
 
 
 @dataclass
@@ -162,8 +179,10 @@ def read_outcomes(path: Path, run_dir: Path, missing: list[str], *, id_key: str 
     return rows
 
 
-def _read_eval(record: ModelRecord, run_dir: Path, test_digest: str | None) -> None:
-    folder = run_dir / "eval" / record.name
+def _read_eval(
+    record: ModelRecord, run_dir: Path, test_digest: str | None, folder: Path | None = None
+) -> None:
+    folder = folder if folder is not None else run_dir / "eval" / record.name
     metrics = _read_optional(folder / "metrics.json", run_dir, record.missing, "the model was not evaluated")
     if metrics is None and not folder.is_dir():
         return
@@ -185,10 +204,19 @@ def _read_eval(record: ModelRecord, run_dir: Path, test_digest: str | None) -> N
         record.parameters = metrics.get("num_parameters")
         record.seconds_per_problem = metrics.get("seconds_per_problem")
         record.tokens_per_second = metrics.get("tokens_per_second")
+        record.tokens_per_problem = metrics.get("generated_tokens_per_problem")
         memory = metrics.get("peak_memory") or {}
         record.peak_memory_bytes = memory.get("bytes") if isinstance(memory, dict) else None
         record.peak_memory_kind = memory.get("kind") if isinstance(memory, dict) else None
         record.prompt_format = metrics.get("prompt_format")
+        record.weight_bytes = metrics.get("weight_bytes")
+        speed = metrics.get("speed")
+        if isinstance(speed, dict):  # the dedicated measurement wins over the evaluation's own clock
+            record.speed = speed
+            record.seconds_per_problem = speed.get("seconds_per_question", record.seconds_per_problem)
+            record.tokens_per_second = speed.get("tokens_per_second_batched", record.tokens_per_second)
+            record.peak_memory_bytes = speed.get("peak_memory_bytes", record.peak_memory_bytes)
+            record.peak_memory_kind = speed.get("peak_memory_kind", record.peak_memory_kind)
     if record.accuracy is None and record.predictions:
         record.source = "eval"
         record.accuracy = accuracy([r["correct"] for r in record.predictions])
@@ -207,10 +235,13 @@ def _read_free_mode(record: ModelRecord, run_dir: Path) -> None:
         record.missing.extend(notes)
 
 
-def _read_training(record: ModelRecord, run_dir: Path, failures: dict) -> None:
-    meta_path = run_dir / "students" / record.name / "scalingdown.json"
+def _read_training(
+    record: ModelRecord, run_dir: Path, failures: dict, seed: int | None = None, name: str | None = None
+) -> None:
+    name = name or record.name
+    meta_path = student_dir(run_dir, name, seed) / STUDENT_FILE
     why = "not trained"
-    failure = failures.get(record.name) if isinstance(failures, dict) else None
+    failure = failures.get(replicate_label(name, seed)) if isinstance(failures, dict) else None
     if isinstance(failure, dict) and failure.get("error"):
         why = f"training failed: {failure['error']}"
     meta = _read_optional(meta_path, run_dir, record.missing, why)
@@ -313,12 +344,14 @@ def collect_run(study: StudyConfig, references: list[str]) -> RunRecords:
             if name not in references and not (run_dir / "teachers" / name / "free.jsonl").is_file():
                 continue  # a teacher with no answers on test problems appears in the teacher table only
             _read_free_mode(record, run_dir)
-        else:
+        elif name not in student_names:
             _read_eval(record, run_dir, test_digest)
         if name in student_names:
-            _read_training(record, run_dir, failures)
-            _teacher_cost(record, teachers)
-        elif name in {m.name for m in study.models}:
+            for student in read_student(name, run_dir, test_digest, failures, references):
+                _teacher_cost(student, teachers)
+                models.append(student)
+            continue
+        if name in {m.name for m in study.models}:
             _read_tiny_build(record, run_dir)
         elif not is_teacher and name in references and name not in eval_dirs:
             record.missing.insert(0, f"reference {name!r} is not a model, student or teacher of this study")
@@ -333,3 +366,19 @@ def collect_run(study: StudyConfig, references: list[str]) -> RunRecords:
         teachers=list(teachers.values()),
         stages=stages if isinstance(stages, dict) else {},
     )
+
+
+def read_student(
+    name: str, run_dir: Path, test_digest: str | None, failures: dict, references: list[str]
+) -> list[ModelRecord]:
+    """A student's record, pooled over its replicates when it has seed folders, then one record per
+    quantised rung (`<name>-<kind>`, e.g. `s64-int8`), each pooled the same way."""
+    from scalingdown.report.replicates import pool_replicates, rung_kinds
+
+    kind = "reference" if name in references else "student"
+    main = pool_replicates(ModelRecord(name=name, kind=kind), run_dir, test_digest, failures, None)
+    records = [main]
+    for quant in rung_kinds(run_dir, name):
+        rung = ModelRecord(name=f"{name}-{quant}", kind="student", quantized_from=name, quantization=quant)
+        records.append(pool_replicates(rung, run_dir, test_digest, failures, quant, student=name))
+    return records

@@ -16,7 +16,8 @@ from pathlib import Path
 
 from scalingdown.evaluate.metrics import Accuracy
 from scalingdown.report.collect import ModelRecord, RunRecords, TeacherRecord
-from scalingdown.report.finder import TEST_NAMES, AblationPair, Finding, format_count
+from scalingdown.report.costs import format_amount
+from scalingdown.report.finder import AblationPair, Finding, describe, format_count
 from scalingdown.report.plots import Plot
 
 
@@ -27,10 +28,11 @@ class ReportContent:
     pairs: list[AblationPair]
     plots: list[Plot]
     alpha: float
-    test: str
     samples: int
     generated: str
     notes: list[str] = field(default_factory=list)  # report-level problems (e.g. no references)
+    losses: list[dict] = field(default_factory=list)  # accuracy lost to quantisation, per rung
+    costs: list[dict] = field(default_factory=list)  # report.costs.cost_rows
 
 
 # ---- numbers as text ------------------------------------------------------------------------------
@@ -66,7 +68,9 @@ MODEL_COLUMNS = (
     "Model",
     "Kind",
     "Params",
+    "Weights",
     "Accuracy (n, 95% CI)",
+    "Per seed",
     "Strict",
     "ms/problem",
     "tokens/s",
@@ -83,11 +87,14 @@ def model_cells(m: ModelRecord) -> list[str]:
     acc = fmt_accuracy(m.accuracy)
     if m.source == "teacher free mode":
         acc += " [free mode]"
+    seeds = ", ".join(f"{100 * s['accuracy']:.1f}" for s in m.per_seed if s["accuracy"] is not None)
     return [
         m.name,
         m.kind,
         format_count(m.parameters) if m.parameters else "-",
+        "-" if m.weight_bytes is None else f"{m.weight_bytes / 2**20:,.2f} MiB",
         acc,
+        f"{seeds} ({len(m.per_seed)} seeds)" if m.per_seed else "1 run",
         _num(None if m.strict_accuracy is None else 100 * m.strict_accuracy, "{:.1f}%"),
         _num(None if m.seconds_per_problem is None else 1000 * m.seconds_per_problem, "{:.1f}"),
         _num(m.tokens_per_second, "{:.0f}"),
@@ -137,10 +144,89 @@ def teacher_cells(t: TeacherRecord) -> list[str]:
     ]
 
 
+def crossover_line(f: Finding) -> str | None:
+    fit = f.crossover
+    if not fit:
+        return None
+    if fit.get("status") in ("bracketed", "extrapolated") and fit.get("n_star"):
+        where = "within the ladder" if fit["status"] == "bracketed" else "EXTRAPOLATED beyond the ladder"
+        return (
+            f"Fitted crossover against {f.reference}: a student of about {format_count(fit['n_star'])} "
+            f"parameters matches it (95% bootstrap interval {format_count(fit['ci_low'])}-"
+            f"{format_count(fit['ci_high'])}; {where}; logistic fit over log parameters with chance floor "
+            f"{fit['floor']:g})."
+        )
+    why = fit.get("reason", "no N* in range")
+    return f"Fitted crossover against {f.reference}: {fit.get('status')} ({why})."
+
+
+def loss_line(loss: dict, samples: int) -> str:
+    saved = ""
+    if loss.get("bytes") and loss.get("student_bytes"):
+        saved = f", {loss['student_bytes'] / loss['bytes']:.1f}x fewer bytes"
+    return (
+        f"{loss['rung']} ({loss['kind']}{saved}) vs {loss['student']}: "
+        f"{describe(loss['comparison'], samples)} "
+        "(accuracy change from quantisation; two-sided, uncorrected)."
+    )
+
+
+def _count_or_never(value: float) -> str:
+    return "never" if value == float("inf") else f"{value:,.0f}"
+
+
+def break_even_lines(content: ReportContent) -> list[str]:
+    """For each finding's winner: after how many correct answers its one-off cost is paid back."""
+    winners = {(f.reference, f.winner) for f in content.findings if f.winner and f.scale == "parameters"}
+    lines = []
+    for row in content.costs:
+        for ref, be in row["break_even"].items():
+            if (ref, row["model"]) not in winners or be["value"] is None:
+                continue
+            lines.append(
+                f"Break-even of {row['model']} against {ref}: {_count_or_never(be['value'])} correctly "
+                "answered questions pay back its one-off cost of "
+                f"{format_amount(row['one_off'], row['unit'])} "
+                f"(teachers + training; 95% interval {_count_or_never(be['ci_low'])}-"
+                f"{_count_or_never(be['ci_high'])})."
+            )
+    return lines
+
+
+COST_COLUMNS = ("Model", "Unit", "Per 1,000 questions", "Per correct answer", "One-off (teachers + training)")
+
+
+def cost_table(content: ReportContent) -> tuple[list[str], list[list[str]]]:
+    refs = sorted({ref for row in content.costs for ref in row["break_even"]})
+    columns = list(COST_COLUMNS) + [f"Break-even vs {ref} (correct answers, 95% CI)" for ref in refs]
+    rows = []
+    for row in content.costs:
+        cells = [
+            row["model"],
+            row["unit"],
+            format_amount(row["per_1000_questions"], row["unit"]),
+            format_amount(row["per_correct"], row["unit"]),
+            format_amount(row["one_off"], row["unit"]),
+        ]
+        for ref in refs:
+            be = row["break_even"].get(ref)
+            if be is None or be["value"] is None:
+                cells.append("-")
+            else:
+                low, high = _count_or_never(be["ci_low"]), _count_or_never(be["ci_high"])
+                cells.append(f"{_count_or_never(be['value'])} ({low}-{high})")
+        rows.append(cells)
+    return columns, rows
+
+
 def finding_lines(content: ReportContent) -> list[str]:
-    """The findings, then the ablation, then each reference's budget, as sentences."""
+    """The findings, their crossover sizes, the ablation, quantisation, break-even and each reference's
+    budget, as sentences."""
     lines = [f.statement() for f in content.findings]
+    lines += [line for f in content.findings if (line := crossover_line(f))]
     lines += [p.statement(content.samples) for p in content.pairs]
+    lines += [loss_line(loss, content.samples) for loss in content.losses]
+    lines += break_even_lines(content)
     for f in content.findings:
         ref = content.records.model(f.reference)
         if ref is not None and (ref.train_seconds or ref.train_steps):
@@ -155,19 +241,31 @@ def finding_lines(content: ReportContent) -> list[str]:
 
 
 def method_lines(content: ReportContent) -> list[str]:
-    test = TEST_NAMES.get(content.test, content.test)
-    k = sum(1 for m in content.records.models if m.kind == "student")
     return [
-        "Accuracy intervals are Wilson 95% score intervals over the n test problems.",
-        f"A student beats a reference when it is more accurate on the problems both answered and the "
-        f"two-sided {test} test gives p < {content.alpha:g}; the smallest such student (by parameters) "
-        "is the finding.",
-        f"Accuracy differences carry a paired-bootstrap 95% percentile interval ({content.samples:,} "
-        "resamples of the problems).",
-        f"Each p value is for one comparison; {k} students were tested against each reference, so the "
-        "chance that one of them wins by luck is larger than alpha.",
-        "Latency is each problem's share of its batch's generation time; peak memory is CUDA's max "
-        "allocated on a GPU, the process's max RSS on a CPU (an upper bound).",
+        "A single run's accuracy interval is the Wilson 95% score interval over the n test problems; a "
+        "student trained with several seeds shows the mean over seeds and problems with a two-level "
+        "bootstrap 95% interval (seeds, then problems), and each seed's own accuracy.",
+        "Each student is compared with each reference on the problems both answered by a one-sided paired "
+        "sign-flip permutation test of the per-problem correctness averaged over seeds (for one seed on "
+        "each side: the exact McNemar test); differences carry a paired two-level bootstrap 95% interval "
+        f"({content.samples:,} resamples).",
+        "The finding is a fixed-sequence test down the ladder, declared before the run: the largest "
+        "student is tested first, the next smaller only if the previous one won, and the smallest winner "
+        "is the last student that won. With several references (and the ladder in bytes) the sequences "
+        f"share the family-wise error rate {content.alpha:g} by Holm's procedure: the chance that the "
+        "report names any false winner is at most alpha. Each student's own p value is shown uncorrected "
+        "as detail.",
+        "The crossover size N* is where a logistic curve in log(parameters), fitted by maximum likelihood "
+        "over the ladder and seeds above the task's chance floor, reaches the reference's accuracy; its "
+        "interval is a bootstrap over problems and seeds. Outside the ladder's sizes it is an "
+        "extrapolation and is labelled so.",
+        "Latency (ms/problem) and tokens/s come from a dedicated measurement in a fresh process per model "
+        "(a warm-up, then timed passes: the median at batch 1; throughput batched); peak memory is that "
+        "process's (CUDA's max allocated on a GPU, max RSS on a CPU, which includes the Python runtime); "
+        "Weights are the bytes the weights take as evaluated (int8 rungs: quantised).",
+        "Costs use report.price_per_hour and price_per_1k_tokens (device-seconds when both are 0): per "
+        "1,000 questions served in batches, per correct answer, and the break-even number of correct "
+        "answers after which a student's teachers and training are paid back (paired bootstrap interval).",
     ]
 
 
@@ -263,6 +361,9 @@ def render_html(content: ReportContent, images: dict[str, bytes]) -> str:
     parts.append('<h2 id="models">Models</h2>')
     models = content.records.models
     parts.append(_html_table(MODEL_COLUMNS, [model_cells(m) for m in models], [m.kind for m in models]))
+    if content.costs:
+        parts.append('<h2 id="costs">Costs</h2>')
+        parts.append(_html_table(*cost_table(content)))
     parts.append('<h2 id="plots">Plots</h2>')
     for plot in content.plots:
         if plot.skipped or plot.name not in images:
@@ -319,6 +420,8 @@ def render_markdown(content: ReportContent) -> str:
         out += ["No reference models are configured (report.references), so there is nothing to beat.", ""]
     out += [f"- {line}" for line in finding_lines(content)] + [""]
     out += ["## Models", ""] + _md_table(MODEL_COLUMNS, [model_cells(m) for m in rec.models])
+    if content.costs:
+        out += ["## Costs", ""] + _md_table(*cost_table(content))
     out += ["## Plots", ""]
     for plot in content.plots:
         if plot.skipped:
@@ -345,15 +448,20 @@ def render_markdown(content: ReportContent) -> str:
 CSV_COLUMNS = tuple(
     "name kind source parameters accuracy correct n ci_low ci_high strict_accuracy seconds_per_problem "
     "tokens_per_second peak_memory_bytes peak_memory_kind train_seconds train_steps train_tokens final_loss "
-    "trainable_parameters teachers student_format teacher_cost teacher_tokens prompt_format missing".split()
+    "trainable_parameters teachers student_format teacher_cost teacher_tokens prompt_format weight_bytes "
+    "quantized_from quantization seeds per_seed_accuracy missing".split()
 )
+
+
+def _suffix(f: Finding) -> str:
+    return f.reference if f.scale == "parameters" else f"{f.reference}_bytes"
 
 
 def results_rows(records: RunRecords, findings: list[Finding]) -> tuple[list[str], list[dict]]:
     """One row per model with every number, plus its paired comparison against each reference."""
     columns = list(CSV_COLUMNS)
     for f in findings:
-        columns += [f"{key}_vs_{f.reference}" for key in ("diff", "diff_ci_low", "diff_ci_high", "p", "n")]
+        columns += [f"{key}_vs_{_suffix(f)}" for key in ("diff", "diff_ci_low", "diff_ci_high", "p", "n")]
     rows = []
     for m in records.models:
         acc = m.accuracy
@@ -365,6 +473,8 @@ def results_rows(records: RunRecords, findings: list[Finding]) -> tuple[list[str
             ci_low=acc.ci_low if acc else None,
             ci_high=acc.ci_high if acc else None,
             teachers="+".join(m.teachers) if m.teachers else None,
+            seeds=len(m.per_seed) or 1,
+            per_seed_accuracy=" ".join(f"{x['accuracy']:.4f}" for x in m.per_seed) or None,
             missing="; ".join(m.missing) or None,
         )
         for f in findings:
@@ -377,7 +487,7 @@ def results_rows(records: RunRecords, findings: list[Finding]) -> tuple[list[str
                     "p": c.p,
                     "n": c.n,
                 }
-                row.update({f"{key}_vs_{f.reference}": value for key, value in values.items()})
+                row.update({f"{key}_vs_{_suffix(f)}": value for key, value in values.items()})
         rows.append(row)
     return columns, rows
 

@@ -96,6 +96,7 @@ def _log_x(ax, values: list[float]) -> bool:
 
 
 def _finding_title(findings: list[Finding]) -> str:
+    findings = [f for f in findings if f.scale == "parameters"]
     for f in findings:
         if f.winner and f.comparison:
             smaller = "" if not f.not_smaller else " (not smaller)"
@@ -110,7 +111,11 @@ def _finding_title(findings: list[Finding]) -> str:
 
 def accuracy_vs_parameters(records: RunRecords, findings: list[Finding], out_dir: Path) -> Plot:
     plot = Plot("accuracy_vs_parameters", _finding_title(findings))
-    points = [m for m in records.models if m.evaluated and m.parameters and m.kind != "reference"]
+    points = [
+        m
+        for m in records.models
+        if m.evaluated and m.parameters and m.kind != "reference" and not m.quantized_from
+    ]
     references = [m for m in records.models if m.evaluated and m.kind == "reference"]
     if not points:
         plot.skipped = "no evaluated student or model with a known parameter count"
@@ -131,7 +136,17 @@ def accuracy_vs_parameters(records: RunRecords, findings: list[Finding], out_dir
             ax.axhline(y, color=color, linestyle="--", linewidth=1.5, label=label)
             if ref.parameters:
                 ax.plot([ref.parameters], [y], marker="*", markersize=14, color=color, linestyle="none")
-        winners = [m for m in points if m.name in {f.winner for f in findings}]
+        fitted = next(
+            (
+                f.crossover
+                for f in findings
+                if f.crossover and f.crossover.get("status") in ("bracketed", "extrapolated")
+            ),
+            None,
+        )
+        if fitted:
+            _draw_crossover(ax, fitted)
+        winners = [m for m in points if m.name in {f.winner for f in findings if f.scale == "parameters"}]
         for k, m in enumerate(winners):  # ring the finding(s): the smallest student that wins
             ax.plot(
                 [m.parameters],
@@ -150,10 +165,51 @@ def accuracy_vs_parameters(records: RunRecords, findings: list[Finding], out_dir
         plot.path = out_dir / f"{plot.name}.png"
         _save(figure, plot.title, plot.path)
     plot.caption = (
-        "Each point is a model's accuracy with its 95% Wilson interval; dashed lines are the references "
-        "with their 95% bands (a star marks a reference's own size)."
+        "Each point is a model's accuracy with its 95% interval (pooled over seeds where a student has "
+        "several); dashed lines are the references with their 95% bands (a star marks a reference's own "
+        "size)." + (" " + crossover_caption(fitted) if fitted else "")
     )
     return plot
+
+
+def _draw_crossover(ax, fit: dict) -> None:
+    """The fitted logistic curve of the ladder, its bootstrap band, and N* with its interval."""
+    grid = fit["grid"]
+    ax.plot(
+        grid, [100 * y for y in fit["curve"]], color="#1f77b4", linewidth=1.2, label="fit over the ladder"
+    )
+    ax.fill_between(
+        grid,
+        [100 * y for y in fit["band_low"]],
+        [100 * y for y in fit["band_high"]],
+        color="#1f77b4",
+        alpha=0.12,
+    )
+    n_star = fit.get("n_star")
+    if n_star:
+        style = "-" if fit["status"] == "bracketed" else ":"
+        ax.axvline(
+            n_star,
+            color="#2ca02c",
+            linestyle=style,
+            linewidth=1.4,
+            label=f"N* = {format_count(n_star)} ({fit['status']})",
+        )
+        low, high = fit.get("ci_low"), fit.get("ci_high")
+        if low and high and high != float("inf"):
+            ax.axvspan(max(low, grid[0]), min(high, grid[-1]), color="#2ca02c", alpha=0.08)
+
+
+def crossover_caption(fit: dict) -> str:
+    n_star, low, high = fit.get("n_star"), fit.get("ci_low"), fit.get("ci_high")
+    if not n_star:
+        return ""
+    label = "extrapolated beyond the ladder, " if fit["status"] == "extrapolated" else ""
+    return (
+        "The curve is accuracy = floor + (1 - floor) sigmoid(a + b log N) fitted over the ladder's sizes "
+        f"and seeds; it reaches the reference at N* = {format_count(n_star)} parameters "
+        f"({label}95% bootstrap interval {format_count(low)}-{format_count(high)})."
+    )
 
 
 def pareto_front(records: list[ModelRecord]) -> list[ModelRecord]:
@@ -318,7 +374,8 @@ def teacher_ablation(records: RunRecords, pairs: list[AblationPair], samples: in
         p = pairs[0]
         plot.title = (
             f"{p.multi} ({len(p.multi_teachers)} teachers) vs {p.single} ({'+'.join(p.single_teachers)}): "
-            f"{100 * p.comparison.diff:+.1f} points, p {format_p(p.comparison.p, p.comparison.test, samples)}"
+            f"{100 * p.comparison.diff:+.1f} points, "
+            f"p {format_p(p.comparison.p, samples, p.comparison.exact)}"
         )
     else:
         plot.title = "Students by teacher set (sizes differ, so this is not a controlled ablation)"

@@ -33,7 +33,8 @@ def run_report_stage(study: StudyConfig, *, settings: ReportConfig | None = None
     never fatal; only a run directory that does not exist is a `UserError`.
     """
     from scalingdown.report.collect import collect_run
-    from scalingdown.report.finder import ablation_pairs, find_smallest_winners
+    from scalingdown.report.costs import cost_rows
+    from scalingdown.report.finder import ablation_pairs, find_smallest_winners, quantisation_losses
     from scalingdown.report.pages import ReportContent, render_html, render_markdown, write_results_csv
     from scalingdown.report.plots import make_plots
 
@@ -43,9 +44,21 @@ def run_report_stage(study: StudyConfig, *, settings: ReportConfig | None = None
         raise UserError("run directory not found: run the study first (`scalingdown run`)", path=run_dir)
     references = list(dict.fromkeys(settings.references))
     records = collect_run(study, references)
-    options = {"test": settings.test, "samples": settings.bootstrap_samples, "seed": study.seed}
-    findings = find_smallest_winners(records.models, references, alpha=settings.alpha, **options)
+    options = {"samples": settings.bootstrap_samples, "seed": study.seed}
+    findings = find_smallest_winners(
+        records.models,
+        references,
+        alpha=settings.alpha,
+        ladder=settings.ladder,
+        floor=chance_floor(run_dir),
+        crossover_samples=settings.crossover_samples,
+        **options,
+    )
     pairs = ablation_pairs(records.models, **options)
+    losses = quantisation_losses(records.models, **options)
+    costs = cost_rows(
+        records.models, references, settings.price_per_hour, settings.price_per_1k_tokens, seed=study.seed
+    )
     notes = []
     if not references:
         notes.append("no reference models configured (report.references): the finder has nothing to test")
@@ -65,8 +78,9 @@ def run_report_stage(study: StudyConfig, *, settings: ReportConfig | None = None
             pairs=pairs,
             plots=plots,
             alpha=settings.alpha,
-            test=settings.test,
             samples=settings.bootstrap_samples,
+            losses=losses,
+            costs=costs,
             generated=datetime.now(timezone.utc).isoformat(timespec="seconds"),
             notes=notes,
         )
@@ -75,13 +89,47 @@ def run_report_stage(study: StudyConfig, *, settings: ReportConfig | None = None
         write_results_csv(tmp / "results.csv", records, findings)
         write_json(
             tmp / "findings.json",
-            {
-                "study": study.name,
-                "generated": content.generated,
-                "settings": settings.model_dump(mode="json"),
-                "findings": [f.as_dict() for f in findings],
-                "ablation": [{**vars(p), "comparison": p.comparison.as_dict()} for p in pairs],
-                "plots": {p.name: p.skipped or f"plots/{p.name}.png" for p in plots},
-            },
+            json_safe(
+                {
+                    "study": study.name,
+                    "generated": content.generated,
+                    "settings": settings.model_dump(mode="json"),
+                    "findings": [f.as_dict() for f in findings],
+                    "ablation": [{**vars(p), "comparison": p.comparison.as_dict()} for p in pairs],
+                    "quantisation": [{**loss, "comparison": loss["comparison"].as_dict()} for loss in losses],
+                    "costs": costs,
+                    "plots": {p.name: p.skipped or f"plots/{p.name}.png" for p in plots},
+                }
+            ),
         )
     return out_dir / "index.html"
+
+
+def chance_floor(run_dir: Path) -> float:
+    """The accuracy of guessing: 1 / options for multiple choice (0.2 for AQuA-RAT's five), 0 for a
+    numeric answer; read from the run's test problems (0 when there are none to read)."""
+    from scalingdown.data.schema import read_problems
+
+    path = run_dir / "data" / "test.jsonl"
+    try:
+        problems = read_problems(path) if path.is_file() else []
+    except UserError:
+        return 0.0
+    sizes = [len(p.options) for p in problems if p.options]
+    return 1.0 / (sum(sizes) / len(sizes)) if sizes and len(sizes) == len(problems) else 0.0
+
+
+def json_safe(value):
+    """`value` with every infinite or NaN float as the string "inf", "-inf" or "nan": findings.json
+    stays standard JSON (an unbounded interval or a never-reached break-even are real answers)."""
+    import math
+
+    if isinstance(value, float) and not math.isfinite(value):
+        return "nan" if math.isnan(value) else ("inf" if value > 0 else "-inf")
+    if isinstance(value, dict):
+        return {key: json_safe(item) for key, item in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [json_safe(item) for item in value]
+    if hasattr(value, "as_dict"):
+        return json_safe(value.as_dict())
+    return value
