@@ -40,19 +40,19 @@ import re
 from dataclasses import dataclass
 from fractions import Fraction
 
-from scalingdown.data.answers import format_number
-
-_TOKEN = re.compile(
-    r"""
-    (?P<num>\$?(?:\d{1,3}(?:,\d{3})+(?!\d)(?:\.\d+)?|\d+(?:\.\d+)?|\.\d+)%?)
-    | (?P<op>[+\-−–*×·÷/]|(?<![^\W\d_])[xX](?![^\W\d_]))
-    | (?P<lp>\() | (?P<rp>\)) | (?P<eq>=)
-    | (?P<word>[^\W\d_]+)
-    | (?P<space>[ \t]+)
-    | (?P<other>.|\n)
-    """,
-    re.VERBOSE,
+from scalingdown.data.numbers import format_number
+from scalingdown.teach.arithmetic import (
+    DIVIDE,
+    MINUS,
+    Parser,
+    Tok,
+    evaluate,
+    first_literal,
+    matches_stated,
+    side_values,
+    tokenize,
 )
+
 _ANNOTATION = re.compile(r"<<([^<>\n]*)>>")
 _LATEX = [
     (re.compile(r"\\times|\\cdot"), " x "),
@@ -62,9 +62,6 @@ _LATEX = [
     (re.compile(r"\\[dt]?frac\{(\d+(?:\.\d+)?)\}\{(\d+(?:\.\d+)?)\}"), r"\1/\2"),
     (re.compile(r"\*\*|__"), "  "),  # markdown bold, so "**5 + 3 = 8**" is not read as "* * 5"
 ]
-_MINUS = {"-", "−", "–"}
-_TIMES = {"*", "×", "·", "x", "X", "of"}
-_DIVIDE = {"/", "÷"}
 # A number right after one of these words belongs to the phrase, not to the equation that follows.
 _JOINING_WORDS = frozenset(
     "x times plus minus by over divided multiplied than twice double triple thrice half halves quarter "
@@ -84,223 +81,10 @@ _SCALE_WORDS = frozenset(
 _LEFT_OPEN = set("([{\"'“‘*,;:>")
 
 
-@dataclass(slots=True)
-class _Tok:
-    kind: str
-    text: str
-    start: int
-    end: int
-    value: Fraction = Fraction(0)
-    percent: bool = False
-    decimals: int = 0
-
-
-def _tokenize(text: str) -> list[_Tok]:
-    tokens: list[_Tok] = []
-    for match in _TOKEN.finditer(text):
-        kind, piece = match.lastgroup or "other", match.group(0)
-        tok = _Tok(kind, piece, match.start(), match.end())
-        if kind == "op" and piece in "xX" and not _is_times_x(text, match.start()):
-            tok.kind = "word"
-        elif kind == "num" and re.match(r"\$?0\d", piece):
-            tok.kind = "word"  # "0900", "0130": clock times and codes, not quantities
-        elif kind == "num":
-            digits = piece.lstrip("$").rstrip("%").replace(",", "")
-            tok.value, tok.percent = Fraction(digits), piece.endswith("%")
-            tok.decimals = len(digits.split(".")[1]) if "." in digits else 0
-        tokens.append(tok)
-    # "20 percent" is a percentage; "of" after a percentage or a fraction multiplies.
-    solid = [t for t in tokens if t.kind != "space"]
-    for i, tok in enumerate(solid):
-        if tok.kind != "word" or i == 0:
-            continue
-        before = solid[i - 1]
-        if tok.text.lower() in ("percent", "pct") and before.kind == "num" and not before.percent:
-            before.percent, before.end, tok.kind = True, tok.end, "space"
-        elif tok.text.lower() == "of" and (
-            (before.kind == "num" and before.percent)
-            or (
-                i >= 3
-                and before.kind == "num"
-                and solid[i - 2].text in _DIVIDE
-                and solid[i - 3].kind == "num"
-            )
-        ):
-            tok.kind, tok.text = "op", "of"
-    return tokens
-
-
-def _is_times_x(text: str, at: int) -> bool:
-    """Whether the "x" at `at` multiplies: between numbers, spaced alike ("2 x 3", "2x3", "(1+2) x 4").
-
-    "2x + 3", "4x+12", "x = 5" and "3 x= 6" hold a variable instead.
-    """
-    before, after = text[:at], text[at + 1 :]
-    if before[-1:].isspace() != after[:1].isspace():
-        return False
-    spaced = after[:1].isspace()
-    left, right = before.rstrip(" \t")[-1:], after.lstrip(" \t")
-    # "5 x -3" and "2 x (3 + 4)" multiply; "3x-5" and "0.9X(0.02)" are algebra.
-    operand = r"[-$(]?\.?\d" if spaced else r"\$?\.?\d"
-    return left != "" and (left.isdigit() or left in ")%") and re.match(operand, right) is not None
-
-
 def _normalise(text: str) -> str:
     for pattern, replacement in _LATEX:
         text = pattern.sub(replacement, text)
     return text
-
-
-# ---- parsing and evaluation: expr := term (+|- term)*; term := unary (x|/ unary)*; unary := -unary | atom
-
-
-class _Parser:
-    def __init__(self, tokens: list[_Tok], text: str):
-        self.tokens, self.text, self.i = tokens, text, 0
-
-    def peek(self) -> _Tok | None:
-        return self.tokens[self.i] if self.i < len(self.tokens) else None
-
-    def parse(self):
-        node = self.expr()
-        if self.i != len(self.tokens):
-            raise ValueError("trailing tokens")
-        return node
-
-    def expr(self):
-        node = self.term()
-        while (
-            (tok := self.peek()) is not None and tok.kind == "op" and (tok.text == "+" or tok.text in _MINUS)
-        ):
-            self.i += 1
-            node = ("-" if tok.text in _MINUS else "+", node, self.term())
-        return node
-
-    def term(self):
-        node = self.unary()
-        while (tok := self.peek()) is not None and tok.kind == "op" and (tok.text in _TIMES | _DIVIDE):
-            self.i += 1
-            node = ("/" if tok.text in _DIVIDE else "x", node, self.unary())
-        return node
-
-    def unary(self):
-        tok = self.peek()
-        if tok is not None and tok.kind == "op" and (tok.text == "+" or tok.text in _MINUS):
-            following = self.tokens[self.i + 1] if self.i + 1 < len(self.tokens) else None
-            if following is None or following.start != tok.end:
-                raise ValueError("a sign must touch its number")  # "2 x + 3": x was a variable
-            self.i += 1
-            return ("neg", self.unary()) if tok.text in _MINUS else self.unary()
-        return self.atom()
-
-    def atom(self):
-        tok = self.peek()
-        if tok is None:
-            raise ValueError("missing operand")
-        if tok.kind == "lp":
-            self.i += 1
-            node = self.expr()
-            if (close := self.peek()) is None or close.kind != "rp":
-                raise ValueError("unbalanced parenthesis")
-            self.i += 1
-            return node
-        if tok.kind != "num":
-            raise ValueError(f"unexpected {tok.text!r}")
-        node = self.number()
-        following = self.peek()
-        if (  # a mixed number "1 1/2": a whole number, one space, an unspaced proper fraction
-            node[0] == "lit"
-            and node[1].denominator == 1
-            and not node[2]
-            and following is not None
-            and self.text[tok.end : following.start] == " "
-            and following.kind == "num"
-        ):
-            mark = self.i
-            fraction = self.number()
-            if fraction[0] == "frac" and 0 < fraction[1][1] < fraction[2][1] and fraction[2][3] == 0:
-                return ("lit", node[1] + fraction[1][1] / fraction[2][1], False, 0)
-            self.i = mark
-        return node
-
-    def number(self):
-        """A number, or an unspaced fraction "2/3" read as one value (so "25 / 1/3" is 25 / (1/3))."""
-        tok = self.tokens[self.i]
-        self.i += 1
-        node = ("lit", tok.value, tok.percent, tok.decimals)
-        rest = self.tokens[self.i : self.i + 2]
-        if (
-            len(rest) == 2
-            and rest[0].text in _DIVIDE
-            and rest[1].kind == "num"
-            and tok.end == rest[0].start
-            and rest[0].end == rest[1].start
-            and not tok.percent
-            and not rest[1].percent
-        ):
-            self.i += 2
-            return ("frac", node, ("lit", rest[1].value, False, rest[1].decimals))
-        return node
-
-
-# How a percentage counts: as a fraction ("20% of 50"), as its plain number ("100% - 20% = 80%"),
-# or, after + and -, as a share of the left side ("$800 - 10% = $720", a calculator's reading).
-_PERCENT_READINGS = ("fraction", "plain", "of_left")
-
-
-def _evaluate(node, percent: str = "fraction") -> Fraction:
-    kind = node[0]
-    if kind == "loose":
-        return _evaluate(node[1], percent)
-    if kind == "lit":
-        return node[1] / 100 if node[2] and percent != "plain" else node[1]
-    if kind == "neg":
-        return -_evaluate(node[1], percent)
-    left, right = _evaluate(node[1], percent), _evaluate(node[2], percent)
-    if kind in ("+", "-") and percent == "of_left" and node[2][0] == "lit" and node[2][2]:
-        right = left * right
-    if kind == "+":
-        return left + right
-    if kind == "-":
-        return left - right
-    if kind == "x":
-        return left * right
-    return left / right  # "/" or "frac"; ZeroDivisionError: the caller skips the equation
-
-
-def _values(node) -> set[Fraction]:
-    """The side's value under each reading of its percentages (one value when it has none)."""
-    values = {_evaluate(node, reading) for reading in _PERCENT_READINGS}
-    if node[0] == "loose":
-        for reading in _PERCENT_READINGS:
-            try:
-                values.add(_evaluate(node[2], reading) / _evaluate(node[3], reading))
-            except ZeroDivisionError:
-                pass
-    return values
-
-
-def _matches_stated(value: Fraction, literal) -> bool:
-    """Whether a literal stated result ("3.33", "25%") states `value`, allowing its rounding."""
-    if literal[0] == "frac":  # "8/3": a fraction states its value exactly
-        return value == _evaluate(literal)
-    _, number, percent, decimals = literal
-    stated = [(number, decimals)] + ([(number / 100, decimals + 2)] if percent else [])
-    for target, places in stated:
-        if value == target:
-            return True
-        unit = Fraction(1, 10**places)
-        fits = (value / unit).denominator == 1  # the exact value is writable with these decimals
-        if not fits and abs(value - target) < unit:
-            return True
-    return False
-
-
-def _first_literal(node):
-    """The leftmost number (or unspaced fraction) of a side that starts with one ("8 + 2" -> 8)."""
-    while node[0] in ("+", "-", "x", "/", "loose"):
-        node = node[1]
-    return node if node[0] in ("lit", "frac") else None
 
 
 def _shown(value: Fraction, decimals: int) -> str:
@@ -316,23 +100,23 @@ def _check_pair(left, right, *, cents: bool = False) -> tuple[bool, Fraction]:
     `cents`: the stated result is followed by "cents", so a value in dollars may be stated x 100.
     """
     if right[0] == "lit":
-        values = _values(left) | ({v * 100 for v in _values(left)} if cents else set())
-        return any(_matches_stated(v, right) for v in values), _evaluate(left)
+        values = side_values(left) | ({v * 100 for v in side_values(left)} if cents else set())
+        return any(matches_stated(v, right) for v in values), evaluate(left)
     if left[0] == "lit":  # "... = 24 = 48/2"
-        return any(_matches_stated(v, left) for v in _values(right)), _evaluate(right)
-    left_values = _values(left)
-    if left_values & _values(right):
-        return True, _evaluate(left)
-    first = _first_literal(right)  # run-on: "5 + 3 = 8 + 2 = 10"
-    holds = first is not None and any(_matches_stated(v, first) for v in left_values)
-    return holds, _evaluate(left)
+        return any(matches_stated(v, left) for v in side_values(right)), evaluate(right)
+    left_values = side_values(left)
+    if left_values & side_values(right):
+        return True, evaluate(left)
+    first = first_literal(right)  # run-on: "5 + 3 = 8 + 2 = 10"
+    holds = first is not None and any(matches_stated(v, first) for v in left_values)
+    return holds, evaluate(left)
 
 
-def _side_text(text: str, tokens: list[_Tok]) -> str:
+def _side_text(text: str, tokens: list[Tok]) -> str:
     return " ".join(text[tokens[0].start : tokens[-1].end].split())
 
 
-def _first_side_trusted(text: str, solid: list[_Tok], first: int) -> bool:
+def _first_side_trusted(text: str, solid: list[Tok], first: int) -> bool:
     """Whether a run's first side starts where its expression starts, not inside a phrase."""
     head = solid[first]
     if head.kind == "op":  # "3x +4 - 4", "apples + 3": the expression began before, in words
@@ -361,7 +145,7 @@ def _first_side_trusted(text: str, solid: list[_Tok], first: int) -> bool:
     )  # "half of 10 + 2"
 
 
-def _last_side_trusted(text: str, solid: list[_Tok], last: int) -> bool:
+def _last_side_trusted(text: str, solid: list[Tok], last: int) -> bool:
     """Whether a run's last side ends where its number ends: not "3:45", "5^2", "3x", "18 000", "1.5 m"."""
     end = solid[last].end
     after = text[end : end + 2]
@@ -379,20 +163,20 @@ def _last_side_trusted(text: str, solid: list[_Tok], last: int) -> bool:
     )  # "= 2 and 1/2", "= 1 and a half" (but "= 8 and 8 x 2 = 16" ends at 8)
 
 
-def _fraction_at(solid: list[_Tok], index: int) -> bool:
+def _fraction_at(solid: list[Tok], index: int) -> bool:
     """Whether an unspaced fraction "1/2" starts at solid[index]."""
     a, slash, b = (solid[index : index + 3] + [None, None, None])[:3]
     return (
         a is not None
         and b is not None
         and a.kind == "num" == b.kind
-        and slash.text in _DIVIDE
+        and slash.text in DIVIDE
         and a.end == slash.start
         and slash.end == b.start
     )
 
 
-def _with_loose_reading(node, side: list[_Tok], text: str):
+def _with_loose_reading(node, side: list[Tok], text: str):
     """Add the reading "numerator / denominator" to a side with one slash among other operators.
 
     Rationales write "42x12+20x10 /12+10" and "85/40*45" meaning (42x12+20x10)/(12+10) and
@@ -401,25 +185,25 @@ def _with_loose_reading(node, side: list[_Tok], text: str):
     depth, slashes = 0, []
     for index, tok in enumerate(side):
         depth += (tok.kind == "lp") - (tok.kind == "rp")
-        if depth == 0 and tok.text in _DIVIDE:
+        if depth == 0 and tok.text in DIVIDE:
             slashes.append(index)
     operators = sum(tok.kind == "op" for tok in side)
     if len(slashes) != 1 or operators < 2 or node[0] == "lit":
         return node
     try:
-        numerator = _Parser(side[: slashes[0]], text).parse()
-        denominator = _Parser(side[slashes[0] + 1 :], text).parse()
+        numerator = Parser(side[: slashes[0]], text).parse()
+        denominator = Parser(side[slashes[0] + 1 :], text).parse()
     except ValueError:
         return node
     return ("loose", node, numerator, denominator)
 
 
-def _check_run(text: str, solid: list[_Tok], first: int, last: int) -> tuple[int, list[str]]:
+def _check_run(text: str, solid: list[Tok], first: int, last: int) -> tuple[int, list[str]]:
     """Check the arithmetic tokens solid[first:last+1], a run that holds at least one "="."""
     run = solid[first : last + 1]
     if not any(t.kind == "op" for t in run):
         return 0, []  # "x = 5", "1 = 1": nothing is computed
-    sides: list[list[_Tok]] = [[]]
+    sides: list[list[Tok]] = [[]]
     for tok in run:
         if tok.kind == "eq":
             sides.append([])
@@ -435,7 +219,7 @@ def _check_run(text: str, solid: list[_Tok], first: int, last: int) -> tuple[int
         node = None
         if ok and side and not _is_range(side):
             try:
-                node = _with_loose_reading(_Parser(side, text).parse(), side, text)
+                node = _with_loose_reading(Parser(side, text).parse(), side, text)
             except ValueError:
                 pass
         if node is not None and node[0] == "lit" and not any(sides[:index]):
@@ -452,19 +236,19 @@ def _check_run(text: str, solid: list[_Tok], first: int, last: int) -> tuple[int
             continue
         checked += 1
         if not holds:
-            stated = right if right[0] == "lit" else (left if left[0] == "lit" else _first_literal(right))
+            stated = right if right[0] == "lit" else (left if left[0] == "lit" else first_literal(right))
             decimals = stated[3] if stated is not None and stated[0] == "lit" else 1
             equation = f"{_side_text(text, sides[i])} = {_side_text(text, sides[i + 1])}"
             errors.append(f"{equation} (is {_shown(value, decimals)})")
     return checked, errors
 
 
-def _is_range(side: list[_Tok]) -> bool:
+def _is_range(side: list[Tok]) -> bool:
     """ "2020-2021", "5-10": an unspaced minus between integers where the first is the smaller."""
     for a, op, b in zip(side, side[1:], side[2:], strict=False):
         if (
             a.kind == "num" == b.kind
-            and op.text in _MINUS
+            and op.text in MINUS
             and a.end == op.start
             and op.end == b.start
             and a.decimals == 0 == b.decimals
@@ -476,7 +260,7 @@ def _is_range(side: list[_Tok]) -> bool:
 
 def _check_line(text: str) -> tuple[int, list[str]]:
     """Check every run of arithmetic tokens in one line (an equation never spans lines)."""
-    solid = [t for t in _tokenize(text) if t.kind != "space"]
+    solid = [t for t in tokenize(text) if t.kind != "space"]
     checked, errors = 0, []
     arithmetic = ("num", "op", "lp", "rp", "eq")
     i = 0
