@@ -6,6 +6,8 @@ import json
 import re
 from fractions import Fraction
 
+F = Fraction
+
 import pytest
 
 from scalingdown.data.answers import answers_match, parse_number
@@ -93,9 +95,69 @@ SKIPPED = [
 ]
 
 
+# Prose arithmetic with units and named quantities (real SVAMP / GSM8K LLM rationales write it so):
+# (text, equations checked, the value each checked chain ends at).
+WITH_UNITS = [
+    ("29 species * 7 pairs per species = 203 pairs of birds", 1, [203]),
+    ("$118.54 (speakers) + $106.33 (tires) = $224.87", 1, [F(22487, 100)]),
+    ("77 gifts - 66 gifts sent to the orphanage = 11 gifts left", 1, [11]),
+    ("$1.54 per ball * 3 balls = $4.62", 1, [F(462, 100)]),
+    ("(8 apples + 5 apples) x 2 = 26 apples", 1, [26]),
+    (
+        "Total number of songs = (8 - 5) + 30\nTotal number of songs = 3 + 30\nTotal number of songs = 33",
+        2,
+        [33],
+    ),
+    ("Total = 4 + 5\n\nTotal = 9", 1, [9]),
+    ("0.16666666666666666 pound + 0.25 pound = 0.41666666666666663 pound", 1, [F("0.41666666666666663")]),
+    ("5 + 3 = 8 and 8 x 2 = 16", 2, [8, 16]),
+    ("48/2 = <<48/2=24>>24\n48+24 = <<48+24=72>>72", 4, [24, 24, 72, 72]),  # annotation first
+    ("5/20 x 100 = 25%", 1, [25]),  # a percentage states its own number
+]
+
+# Unit words that are not a unit phrase, or units mixed within one quantity: nothing is checked.
+NOT_UNITS = [
+    "2 hours - 10 minutes = 110 minutes",  # converts in the reader's head
+    "$5 - 25 cents = $4.75",
+    "1 hour + 30 minutes = 1.5 hours",
+    "3 hours x 60 minutes per hour = 180 minutes",  # right, but skipped: two units of time
+    "7 students/5 minutes * 3 intervals = 21 students",  # a rate
+    "5 apples and 3 + 2 = 6",  # "and" starts a new clause: "3 + 2 = 6" is an error, checked below
+    "3x + 2 = 11",  # a variable, not a unit
+    "25 classmates + his 1 teacher + 1 himself = 27 people",  # the sum began before "his"
+    "5 dozen + 2 = 62",  # a scale word
+    "x = 5\nx = 2 + 4",  # a variable given two values
+]
+
+
 @pytest.mark.parametrize(("text", "checked", "errors"), CORRECT)
 def test_correct_arithmetic_passes(text, checked, errors):
-    assert check_equations(text) == EquationCheck(checked, errors)
+    result = check_equations(text)
+    assert (result.checked, result.errors) == (checked, errors)
+
+
+@pytest.mark.parametrize(("text", "checked", "results"), WITH_UNITS)
+def test_units_and_named_quantities_are_read_and_each_chain_reports_its_value(text, checked, results):
+    assert check_equations(text) == EquationCheck(checked, [], [F(r) for r in results])
+
+
+@pytest.mark.parametrize("text", NOT_UNITS)
+def test_words_that_are_no_unit_phrase_are_not_read_past(text):
+    result = check_equations(text)
+    if text.startswith("5 apples and"):
+        assert result.errors == ["3 + 2 = 6 (is 5)"]
+    else:
+        assert result.checked == 0 and result.results == []
+
+
+def test_unit_phrases_do_not_hide_wrong_arithmetic():
+    assert check_equations("63 aircrafts - 49 aircrafts = 15 aircrafts").errors == [
+        "63 aircrafts - 49 = 15 (is 14)"
+    ]
+    assert check_equations("Total = 4 + 5\nTotal = 10").errors == ["4 + 5 = 10 (is 9)"]
+    assert check_equations("$2100 * 52 weeks + $5000 = $117,000").errors == [
+        "$2100 * 52 weeks + $5000 = $117,000 (is 114200)"
+    ]
 
 
 @pytest.mark.parametrize(("text", "errors"), WRONG)

@@ -12,7 +12,8 @@ unary)*; unary := -unary | atom, with mixed numbers ("1 1/2") and unspaced fract
 How a percentage counts: as a fraction ("20% of 50"), as its plain number ("100% - 20% = 80%"), or,
 after + and -, as a share of the left side ("$800 - 10% = $720", a calculator's reading);
 `side_values` gives a side's value under each reading and `matches_stated` whether a stated literal
-states a value, allowing its rounding (`10/3 = 3.33`, but not `7/2 = 3.4`).
+states a value, allowing its rounding (`10/3 = 3.33`, but not `7/2 = 3.4`) and, for a result written
+with 10 or more decimals (a float pasted from a program), the float's last-digit noise.
 """
 
 from __future__ import annotations
@@ -224,6 +225,12 @@ def side_values(node) -> set[Fraction]:
     return values
 
 
+# A result printed with this many decimals or more is a float (program output pasted into prose),
+# whose last digits carry binary rounding: it states a value within a relative FLOAT_TOLERANCE.
+FLOAT_DIGITS = 10
+FLOAT_TOLERANCE = Fraction(1, 10**12)
+
+
 def matches_stated(value: Fraction, literal) -> bool:
     """Whether a literal stated result ("3.33", "25%") states `value`, allowing its rounding."""
     if literal[0] == "frac":  # "8/3": a fraction states its value exactly
@@ -237,6 +244,8 @@ def matches_stated(value: Fraction, literal) -> bool:
         fits = (value / unit).denominator == 1  # the exact value is writable with these decimals
         if not fits and abs(value - target) < unit:
             return True
+        if places >= FLOAT_DIGITS and abs(value - target) <= abs(target) * FLOAT_TOLERANCE:
+            return True  # "0.16666666666666666 + 0.25 = 0.41666666666666663": a float's last digit
     return False
 
 
@@ -245,3 +254,15 @@ def first_literal(node):
     while node[0] in ("+", "-", "x", "/", "loose"):
         node = node[1]
     return node if node[0] in ("lit", "frac") else None
+
+
+# A number right after one of these words belongs to the phrase, not to the equation that follows.
+JOINING_WORDS = frozenset(
+    "x times plus minus by over divided multiplied than twice double triple thrice half halves quarter "
+    "quarters third thirds sqrt root log squared cubed".split()
+)
+# After a result these change its value: "= 1.5 million", "= 2 dozen", "= 2 times 5".
+SCALE_WORDS = frozenset(
+    "k m b bn mn mil million millions billion billions trillion thousand thousands hundred hundreds "
+    "dozen dozens grand lakh crore x times plus minus squared cubed".split()
+)

@@ -9,7 +9,17 @@ exactly (`Fraction`, correct precedence, no `eval`):
   `of` after a percentage or a fraction ("20% of 50", "1/4 of 20");
 - chains: `3 + 4 x 2 = 11`, `5 + 3 = 8 x 2 = 16` (a run-on chain: "= 8 x 2" continues from 8, so a
   side may equal the next side's first number), GSM8K's `48/2 = <<48/2=24>>24` (the annotation is
-  checked on its own and the visible text `48/2 = 24` too), LaTeX's `\\times`, `\\cdot`, `\\div`.
+  checked on its own and the visible text `48/2 = 24` too), LaTeX's `\\times`, `\\cdot`, `\\div`;
+- units inside an equation, as prose rationales write it: "29 species * 7 pairs per species = 203",
+  "$118.54 (speakers) + $106.33 (tires) = $224.87" are read without the words (a phrase of at most six
+  words, spaced from its number, without a word that joins clauses or scales, and not a rate written
+  "7 students/5 minutes"); a run that names two units of one quantity ("2 hours - 10 minutes = 110
+  minutes", "$5 - 25 cents") converts in the reader's head and is skipped;
+- a named quantity over several lines: "Total = (8 - 5) + 30" / "Total = 3 + 30" / "Total = 33" is
+  the chain "(8 - 5) + 30 = 3 + 30 = 33".
+
+`EquationCheck.results` lists the value each checked chain ends at, in reading order: the last one
+is the rationale's last computed value, which verification compares with its stated answer.
 
 A stated result may round the exact value to its own number of decimals, up, down or to nearest
 (`10/3 = 3.33`, `7/2 = 4` buses), but not when the exact value fits those decimals (`7 x 8 = 54`).
@@ -37,13 +47,15 @@ flagged, 123 of them among the 427 with a wrong answer and 2 among the 628 with 
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from fractions import Fraction
 
 from scalingdown.data.numbers import format_number
 from scalingdown.teach.arithmetic import (
     DIVIDE,
+    JOINING_WORDS,
     MINUS,
+    SCALE_WORDS,
     Parser,
     Tok,
     evaluate,
@@ -52,6 +64,7 @@ from scalingdown.teach.arithmetic import (
     side_values,
     tokenize,
 )
+from scalingdown.teach.units import mixes_units, without_units
 
 _ANNOTATION = re.compile(r"<<([^<>\n]*)>>")
 _LATEX = [
@@ -62,21 +75,11 @@ _LATEX = [
     (re.compile(r"\\[dt]?frac\{(\d+(?:\.\d+)?)\}\{(\d+(?:\.\d+)?)\}"), r"\1/\2"),
     (re.compile(r"\*\*|__"), "  "),  # markdown bold, so "**5 + 3 = 8**" is not read as "* * 5"
 ]
-# A number right after one of these words belongs to the phrase, not to the equation that follows.
-_JOINING_WORDS = frozenset(
-    "x times plus minus by over divided multiplied than twice double triple thrice half halves quarter "
-    "quarters third thirds sqrt root log squared cubed".split()
-)
 # A number right after one of these is a label, not a quantity: "Week 2 + Week 3", "day 1 * 2".
 _LABEL_WORDS = frozenset(
     "day week month year step round level page chapter part grade room no number".split()
 )
 _FRACTION_WORDS = frozenset("half halves quarter quarters third thirds fourth fifth tenth".split())
-# After a result these change its value: "= 1.5 million", "= 2 dozen", "= 2 times 5".
-_SCALE_WORDS = frozenset(
-    "k m b bn mn mil million millions billion billions trillion thousand thousands hundred hundreds "
-    "dozen dozens grand lakh crore x times plus minus squared cubed".split()
-)
 # An immediately preceding character that lets a side start: not a letter, digit, "^", "." or ":".
 _LEFT_OPEN = set("([{\"'“‘*,;:>")
 
@@ -132,9 +135,16 @@ def _first_side_trusted(text: str, solid: list[Tok], first: int) -> bool:
     previous = solid[first - 1] if first > 0 else None
     if previous is None or previous.kind != "word":
         return True
+    before_words = next((t for t in reversed(solid[:first]) if t.kind != "word"), None)
+    if (
+        before_words is not None
+        and before_words.kind == "op"
+        and text[before_words.end : before_words.end + 1] == " "
+    ):
+        return False  # "25 classmates + his 1 teacher + 1 = 27" began before the words ("8-year-old" did not)
     word = previous.text.lower()
     earlier = solid[first - 2] if first >= 2 else None
-    if word in _JOINING_WORDS or word in _LABEL_WORDS:
+    if word in JOINING_WORDS or word in _LABEL_WORDS:
         return False  # "3 times 4 + 2", "60 students x 2/3", "Week 2 + ..."
     if word == "and" and earlier is not None and earlier.kind == "num" and _fraction_at(solid, first):
         return False  # "2 and 1/2 x 4" (but "8 and 8 x 2 = 16" is an equation)
@@ -155,7 +165,7 @@ def _last_side_trusted(text: str, solid: list[Tok], last: int) -> bool:
     if following is None or following.kind != "word":
         return True
     word = following.text.lower()
-    if word[:1].isdigit() or word in _SCALE_WORDS:
+    if word[:1].isdigit() or word in SCALE_WORDS:
         return False
     then = solid[last + 2].text.lower() if last + 2 < len(solid) else ""
     return not (
@@ -198,11 +208,18 @@ def _with_loose_reading(node, side: list[Tok], text: str):
     return ("loose", node, numerator, denominator)
 
 
-def _check_run(text: str, solid: list[Tok], first: int, last: int) -> tuple[int, list[str]]:
-    """Check the arithmetic tokens solid[first:last+1], a run that holds at least one "="."""
+def _stated_value(node) -> Fraction:
+    """The value a side states: a literal's own number ("25%" states 25), else its exact value."""
+    return node[1] if node[0] == "lit" else evaluate(node)
+
+
+def _check_run(text: str, solid: list[Tok], first: int, last: int) -> tuple[int, list[str], list[Fraction]]:
+    """Check the arithmetic tokens solid[first:last+1], a run that holds at least one "=".
+
+    Returns (equations checked, errors, [the value the run ends at] if it checked any)."""
     run = solid[first : last + 1]
     if not any(t.kind == "op" for t in run):
-        return 0, []  # "x = 5", "1 = 1": nothing is computed
+        return 0, [], []  # "x = 5", "1 = 1": nothing is computed
     sides: list[list[Tok]] = [[]]
     for tok in run:
         if tok.kind == "eq":
@@ -225,13 +242,14 @@ def _check_run(text: str, solid: list[Tok], first: int, last: int) -> tuple[int,
         if node is not None and node[0] == "lit" and not any(sides[:index]):
             node = None  # a bare number first is often a label: "Week 2 = 35 + 35", "profit = 33.33% = ..."
         parsed.append(node)
-    checked, errors = 0, []
+    checked, errors, ends_at = 0, [], None
     for i in range(len(sides) - 1):
         left, right = parsed[i], parsed[i + 1]
         if left is None or right is None or (left[0] == "lit" and right[0] == "lit"):
             continue
         try:
             holds, value = _check_pair(left, right, cents=in_cents and i + 1 == len(sides) - 1)
+            ends_at = _stated_value(right)
         except ZeroDivisionError:
             continue
         checked += 1
@@ -240,7 +258,7 @@ def _check_run(text: str, solid: list[Tok], first: int, last: int) -> tuple[int,
             decimals = stated[3] if stated is not None and stated[0] == "lit" else 1
             equation = f"{_side_text(text, sides[i])} = {_side_text(text, sides[i + 1])}"
             errors.append(f"{equation} (is {_shown(value, decimals)})")
-    return checked, errors
+    return checked, errors, [] if ends_at is None else [ends_at]
 
 
 def _is_range(side: list[Tok]) -> bool:
@@ -258,10 +276,10 @@ def _is_range(side: list[Tok]) -> bool:
     return False
 
 
-def _check_line(text: str) -> tuple[int, list[str]]:
+def _check_line(text: str) -> tuple[int, list[str], list[Fraction]]:
     """Check every run of arithmetic tokens in one line (an equation never spans lines)."""
-    solid = [t for t in tokenize(text) if t.kind != "space"]
-    checked, errors = 0, []
+    solid, dropped = without_units(text, [t for t in tokenize(text) if t.kind != "space"])
+    checked, errors, results = 0, [], []
     arithmetic = ("num", "op", "lp", "rp", "eq")
     i = 0
     while i < len(solid):
@@ -271,38 +289,58 @@ def _check_line(text: str) -> tuple[int, list[str]]:
         j = i
         while j + 1 < len(solid) and solid[j + 1].kind in arithmetic:
             j += 1
-        if any(t.kind == "eq" for t in solid[i : j + 1]):
-            found, wrong = _check_run(text, solid, i, j)
+        end = solid[j + 1].end if j + 1 < len(solid) else solid[j].end  # with the result's unit
+        mixed = any(solid[i].start <= at < end for at in dropped) and mixes_units(text[solid[i].start : end])
+        if any(t.kind == "eq" for t in solid[i : j + 1]) and not mixed:
+            found, wrong, ends = _check_run(text, solid, i, j)
             checked += found
             errors.extend(wrong)
+            results.extend(ends)
         i = j + 1
-    return checked, errors
+    return checked, errors, results
 
 
-def _check_text(text: str) -> tuple[int, list[str]]:
-    checked, errors = 0, []
-    for line in text.splitlines():
-        if "=" in line:  # most lines hold no equation: skip tokenizing them
-            found, wrong = _check_line(line)
-            checked += found
-            errors.extend(wrong)
-    return checked, errors
+# "Total number of songs = (8 - 5) + 30": a line that gives a named quantity its value.
+_NAMED = re.compile(r"\s*(?P<name>[^\W\d_][^\W\d_' ]*(?: [^\W\d_][^\W\d_']*)*)\s*=(?P<value>[^=]*\d[^=]*)")
 
 
 @dataclass(frozen=True)
 class EquationCheck:
-    """How many equations were recomputed, and one line per wrong one: "7 x 8 = 54 (is 56)"."""
+    """How many equations were recomputed, one line per wrong one ("7 x 8 = 54 (is 56)"), and the
+    value each checked chain ends at, in reading order (`results[-1]`: the last computed value)."""
 
     checked: int
     errors: list[str]
+    results: list[Fraction] = field(default_factory=list)
 
 
 def check_equations(text: str) -> EquationCheck:
-    """Recompute every equation `text` states (grammar and skips in the module notes)."""
-    text = _normalise(text)
-    checked, errors = 0, []
-    for annotation in _ANNOTATION.findall(text):  # GSM8K calculator annotations: "<<48/2=24>>"
-        found, wrong = _check_text(annotation)
-        checked, errors = checked + found, errors + wrong
-    found, wrong = _check_text(_ANNOTATION.sub("", text))
-    return EquationCheck(checked=checked + found, errors=errors + wrong)
+    """Recompute every equation `text` states (grammar and skips in the module notes).
+
+    GSM8K's calculator annotations ("<<48/2=24>>") are checked on their own, before the visible text
+    of their line. Consecutive lines that name the same quantity are one chain: "Total = (8 - 5) + 30"
+    / "Total = 3 + 30" / "Total = 33" (blank lines between allowed) reads as "Total = (8 - 5) + 30 =
+    3 + 30 = 33", so each step is checked against the next.
+    """
+    checked, errors, results = 0, [], []
+    chain: list[str | None] = [None, None]  # [name, the chain's line so far]
+
+    def check(line: str | None) -> None:
+        nonlocal checked, errors, results
+        if line is not None and "=" in line:  # most lines hold no equation: skip tokenizing them
+            found, wrong, ends = _check_line(line)
+            checked, errors, results = checked + found, errors + wrong, results + ends
+
+    for raw in _normalise(text).splitlines():
+        line = _ANNOTATION.sub("", raw)
+        match = _NAMED.fullmatch(line)
+        name = " ".join(match.group("name").lower().split()) if match else None
+        if name is not None and name == chain[0]:
+            chain[1] += " =" + match.group("value")
+        elif line.strip() or _ANNOTATION.search(raw):
+            check(chain[1])
+            chain = [name, line]
+        for annotation in _ANNOTATION.findall(raw):
+            check(annotation)
+    check(chain[1])
+    return EquationCheck(checked=checked, errors=errors, results=results)
