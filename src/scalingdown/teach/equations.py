@@ -13,10 +13,11 @@ exactly (`Fraction`, correct precedence, no `eval`):
 - units inside an equation, as prose rationales write it: "29 species * 7 pairs per species = 203",
   "$118.54 (speakers) + $106.33 (tires) = $224.87" are read without the words (a phrase of at most six
   words, spaced from its number, without a word that joins clauses or scales, and not a rate written
-  "7 students/5 minutes"); a run that names two units of one quantity ("2 hours - 10 minutes = 110
-  minutes", "$5 - 25 cents") converts in the reader's head and is skipped;
+  "7 students/5 minutes"; a single letter is a variable); a run that names two units of one quantity
+  ("2 hours - 10 minutes = 110 minutes", "$5 - 25 cents") may convert in the reader's head, so an
+  equation of it that fails is skipped, not reported (one that holds still counts);
 - a named quantity over several lines: "Total = (8 - 5) + 30" / "Total = 3 + 30" / "Total = 33" is
-  the chain "(8 - 5) + 30 = 3 + 30 = 33".
+  the chain "(8 - 5) + 30 = 3 + 30 = 33", and a line that starts with "=" continues the line before.
 
 `EquationCheck.results` lists the value each checked chain ends at, in reading order: the last one
 is the rationale's last computed value, which verification compares with its stated answer.
@@ -30,7 +31,7 @@ Misreading a correct rationale as wrong is worse than missing an error, so anyth
 clearly arithmetic is skipped: sides with a variable ("x = 5", "2y + 3 = 7"), times and ratios
 ("3:30"), dates and ranges ("2020-2021", "5-10"), powers ("5^2"), function calls ("sqrt(16)"),
 a side whose first number belongs to a word before it ("half of 10 + 2", "3 times 4 + 2", "2 and
-1/2 x 4", "60 students x 2/3", "Week 2 + ..."), a result followed by a scale word ("= 1.5 million",
+1/2 x 4", "Week 2 + ..."), a result followed by a scale word ("= 1.5 million",
 "= 18 000"), a bare number as the first side (often a label), and an equation between two bare
 numbers ("36 = 3", often a unit change whose units were left out). A result followed by "cents" may
 state dollars x 100. Two more readings excuse sloppy notation that is right as meant: "a/b*c" as
@@ -80,6 +81,7 @@ _LABEL_WORDS = frozenset(
     "day week month year step round level page chapter part grade room no number".split()
 )
 _FRACTION_WORDS = frozenset("half halves quarter quarters third thirds fourth fifth tenth".split())
+_OPERATOR_WORDS = frozenset("x times plus minus".split())
 # An immediately preceding character that lets a side start: not a letter, digit, "^", "." or ":".
 _LEFT_OPEN = set("([{\"'“‘*,;:>")
 
@@ -145,7 +147,7 @@ def _first_side_trusted(text: str, solid: list[Tok], first: int) -> bool:
     word = previous.text.lower()
     earlier = solid[first - 2] if first >= 2 else None
     if word in JOINING_WORDS or word in _LABEL_WORDS:
-        return False  # "3 times 4 + 2", "60 students x 2/3", "Week 2 + ..."
+        return False  # "3 times 4 + 2", "Week 2 + ..."
     if word == "and" and earlier is not None and earlier.kind == "num" and _fraction_at(solid, first):
         return False  # "2 and 1/2 x 4" (but "8 and 8 x 2 = 16" is an equation)
     return not (
@@ -165,6 +167,9 @@ def _last_side_trusted(text: str, solid: list[Tok], last: int) -> bool:
     if following is None or following.kind != "word":
         return True
     word = following.text.lower()
+    then_token = solid[last + 2] if last + 2 < len(solid) else None
+    if word in _OPERATOR_WORDS and (then_token is None or then_token.kind not in ("num", "word")):
+        return True  # "4*21 = 84 times." counts times; "= 2 times 5" and "= 10 x S2" multiply
     if word[:1].isdigit() or word in SCALE_WORDS:
         return False
     then = solid[last + 2].text.lower() if last + 2 < len(solid) else ""
@@ -213,10 +218,14 @@ def _stated_value(node) -> Fraction:
     return node[1] if node[0] == "lit" else evaluate(node)
 
 
-def _check_run(text: str, solid: list[Tok], first: int, last: int) -> tuple[int, list[str], list[Fraction]]:
+def _check_run(
+    text: str, solid: list[Tok], first: int, last: int, *, lenient: bool = False
+) -> tuple[int, list[str], list[Fraction]]:
     """Check the arithmetic tokens solid[first:last+1], a run that holds at least one "=".
 
-    Returns (equations checked, errors, [the value the run ends at] if it checked any)."""
+    Returns (equations checked, errors, [the value the run ends at] if it checked any).
+    `lenient`: the run mixes units, so an equation that fails may convert them unwritten: it is
+    neither counted nor reported (one that holds still counts)."""
     run = solid[first : last + 1]
     if not any(t.kind == "op" for t in run):
         return 0, [], []  # "x = 5", "1 = 1": nothing is computed
@@ -242,15 +251,16 @@ def _check_run(text: str, solid: list[Tok], first: int, last: int) -> tuple[int,
         if node is not None and node[0] == "lit" and not any(sides[:index]):
             node = None  # a bare number first is often a label: "Week 2 = 35 + 35", "profit = 33.33% = ..."
         parsed.append(node)
-    checked, errors, ends_at = 0, [], None
+    checked, errors = 0, []
     for i in range(len(sides) - 1):
         left, right = parsed[i], parsed[i + 1]
         if left is None or right is None or (left[0] == "lit" and right[0] == "lit"):
             continue
         try:
             holds, value = _check_pair(left, right, cents=in_cents and i + 1 == len(sides) - 1)
-            ends_at = _stated_value(right)
         except ZeroDivisionError:
+            continue
+        if lenient and not holds:
             continue
         checked += 1
         if not holds:
@@ -258,7 +268,13 @@ def _check_run(text: str, solid: list[Tok], first: int, last: int) -> tuple[int,
             decimals = stated[3] if stated is not None and stated[0] == "lit" else 1
             equation = f"{_side_text(text, sides[i])} = {_side_text(text, sides[i + 1])}"
             errors.append(f"{equation} (is {_shown(value, decimals)})")
-    return checked, errors, [] if ends_at is None else [ends_at]
+    if not checked:
+        return 0, [], []
+    try:  # where the run ends: its last readable side ("12/120 = 0.1 = 10%" ends at 10)
+        ends_at = next(_stated_value(node) for node in reversed(parsed) if node is not None)
+    except ZeroDivisionError:
+        return checked, errors, []
+    return checked, errors, [ends_at]
 
 
 def _is_range(side: list[Tok]) -> bool:
@@ -291,8 +307,8 @@ def _check_line(text: str) -> tuple[int, list[str], list[Fraction]]:
             j += 1
         end = solid[j + 1].end if j + 1 < len(solid) else solid[j].end  # with the result's unit
         mixed = any(solid[i].start <= at < end for at in dropped) and mixes_units(text[solid[i].start : end])
-        if any(t.kind == "eq" for t in solid[i : j + 1]) and not mixed:
-            found, wrong, ends = _check_run(text, solid, i, j)
+        if any(t.kind == "eq" for t in solid[i : j + 1]):
+            found, wrong, ends = _check_run(text, solid, i, j, lenient=mixed)
             checked += found
             errors.extend(wrong)
             results.extend(ends)
@@ -306,12 +322,14 @@ _NAMED = re.compile(r"\s*(?P<name>[^\W\d_][^\W\d_' ]*(?: [^\W\d_][^\W\d_']*)*)\s
 
 @dataclass(frozen=True)
 class EquationCheck:
-    """How many equations were recomputed, one line per wrong one ("7 x 8 = 54 (is 56)"), and the
-    value each checked chain ends at, in reading order (`results[-1]`: the last computed value)."""
+    """How many equations were recomputed, one line per wrong one ("7 x 8 = 54 (is 56)"), the value
+    each checked chain ends at in reading order (`results[-1]`: the last computed value), and the
+    index of the line (of `text.splitlines()`) each of those chains ends on."""
 
     checked: int
     errors: list[str]
     results: list[Fraction] = field(default_factory=list)
+    result_lines: list[int] = field(default_factory=list)
 
 
 def check_equations(text: str) -> EquationCheck:
@@ -320,27 +338,33 @@ def check_equations(text: str) -> EquationCheck:
     GSM8K's calculator annotations ("<<48/2=24>>") are checked on their own, before the visible text
     of their line. Consecutive lines that name the same quantity are one chain: "Total = (8 - 5) + 30"
     / "Total = 3 + 30" / "Total = 33" (blank lines between allowed) reads as "Total = (8 - 5) + 30 =
-    3 + 30 = 33", so each step is checked against the next.
+    3 + 30 = 33", so each step is checked against the next; so is a line that starts with "=" ("= 498"
+    under "Total = 83 * 6").
     """
-    checked, errors, results = 0, [], []
-    chain: list[str | None] = [None, None]  # [name, the chain's line so far]
+    checked, errors, results, lines = 0, [], [], []
+    chain: list = [None, None, 0]  # [name, the chain's line so far, the index of its last line]
 
-    def check(line: str | None) -> None:
-        nonlocal checked, errors, results
+    def check(line: str | None, index: int) -> None:
+        nonlocal checked, errors, results, lines
         if line is not None and "=" in line:  # most lines hold no equation: skip tokenizing them
             found, wrong, ends = _check_line(line)
             checked, errors, results = checked + found, errors + wrong, results + ends
+            lines += [index] * len(ends)
 
-    for raw in _normalise(text).splitlines():
+    for index, raw in enumerate(_normalise(text).splitlines()):
         line = _ANNOTATION.sub("", raw)
         match = _NAMED.fullmatch(line)
         name = " ".join(match.group("name").lower().split()) if match else None
         if name is not None and name == chain[0]:
             chain[1] += " =" + match.group("value")
+            chain[2] = index
+        elif line.lstrip().startswith("=") and chain[1] is not None:  # "Total = 83 * 6" / "= 498"
+            chain[1] += " " + line.strip()
+            chain[2] = index
         elif line.strip() or _ANNOTATION.search(raw):
-            check(chain[1])
-            chain = [name, line]
+            check(chain[1], chain[2])
+            chain = [name, line, index]
         for annotation in _ANNOTATION.findall(raw):
-            check(annotation)
-    check(chain[1])
-    return EquationCheck(checked=checked, errors=errors, results=results)
+            check(annotation, index)
+    check(chain[1], chain[2])
+    return EquationCheck(checked=checked, errors=errors, results=results, result_lines=lines)

@@ -11,18 +11,18 @@ from __future__ import annotations
 
 import re
 
-from scalingdown.teach.arithmetic import DIVIDE, JOINING_WORDS, SCALE_WORDS, Tok
+from scalingdown.teach.arithmetic import DIVIDE, SCALE_WORDS, Tok
 
 # Words a unit phrase never holds: they join clauses or change a value ("5 apples and 3 + 2 = 5").
+# Words a unit phrase never holds: they join clauses ("5 apples and 3 + 2 = 5") or scale a value
+# ("5 dozen + 2"). Words like "by" or "quarters" may: "6 candies taken by Diana", "873 quarters / 3".
 _NOT_UNITS = (
     frozenset(
         "and or but so then thus hence because since while which that if is are was were be been has have "
-        "had will would can could should equals equal gives give makes make becomes become more less".split()
+        "had will would can could should equals equal gives give makes make becomes become".split()
     )
-    | JOINING_WORDS
     | SCALE_WORDS
 )
-_ONE_LETTER_UNITS = frozenset("m g l h s t".split())
 _MAX_UNIT_WORDS = 6
 
 
@@ -32,14 +32,19 @@ def _unit_phrase(text: str, solid: list[Tok], index: int) -> int:
     Prose rationales write "29 species * 7 pairs per species = 203 pairs", "$118.54 (speakers) +
     $106.33 (tires) = $224.87", "63 aircrafts - 49 aircrafts = 14": the words between a number and the
     next operator, "=" or ")" name what it counts, so the equation is read without them. The phrase is
-    spaced from its number ("3x + 2" holds a variable) and holds no word that joins clauses or scales.
+    spaced from its number ("3x + 2" holds a variable) or a rate's "/unit" ("2 loads/week * 52
+    weeks/year = 104 loads/year"), and holds no word that joins clauses or scales.
     """
-    if not text[solid[index].end : solid[index].end + 1].isspace():
+    if not (text[solid[index].end : solid[index].end + 1].isspace() or _per_unit(solid, index + 1)):
         return 0
     at, words = index + 1, 0
     while at < len(solid):
         tok = solid[at]
-        if tok.kind == "lp":  # a parenthesised aside: "(speakers)"
+        if _per_unit(solid, at):  # "loads/week", "$0.15/gallon": the unit of a rate
+            group, at = [solid[at + 1]], at + 2
+        elif words and _hyphen(solid, at):  # "t-shirts", "grown-ups": one word
+            group, at = [solid[at + 1]], at + 2
+        elif tok.kind == "lp":  # a parenthesised aside: "(speakers)"
             close = at + 1
             while close < len(solid) and solid[close].kind == "word":
                 close += 1
@@ -47,14 +52,17 @@ def _unit_phrase(text: str, solid: list[Tok], index: int) -> int:
                 break
             group = solid[at + 1 : close]
             at = close + 1
+        elif tok.kind == "word" and _times_after_unit(text, solid, at):
+            tok.kind = "op"  # "2 miles/hour x 3 hours": the x after a unit multiplies
+            break
         elif tok.kind == "word":
             group, at = [tok], at + 1
         else:
             break
         for word in group:
             lowered = word.text.lower()
-            if lowered in _NOT_UNITS or (len(lowered) == 1 and lowered not in _ONE_LETTER_UNITS):
-                return 0
+            if lowered in _NOT_UNITS or len(lowered) == 1:
+                return 0  # a single letter is a variable ("70 T + 30 S = 810"), not a unit
             if not lowered.isalpha():
                 return 0  # "000" in "$350 000", "0900": digits the tokenizer kept as a word
         words += len(group)
@@ -65,6 +73,44 @@ def _unit_phrase(text: str, solid: list[Tok], index: int) -> int:
     if solid[at].text in DIVIDE and solid[at - 1].end == solid[at].start:
         return 0  # "7 students/5 minutes": a rate, not a division of counts
     return at - index - 1
+
+
+def _times_after_unit(text: str, solid: list[Tok], at: int) -> bool:
+    """Whether solid[at] is a spaced "x" between a unit and a number ("2 miles/hour x 3 hours")."""
+    tok = solid[at]
+    return (
+        tok.text in ("x", "X")
+        and text[tok.start - 1 : tok.start].isspace()
+        and text[tok.end : tok.end + 1].isspace()
+        and at + 1 < len(solid)
+        and solid[at + 1].kind == "num"
+    )
+
+
+def _hyphen(solid: list[Tok], at: int) -> bool:
+    """Whether solid[at] is a "-" glued between two words ("t-shirts")."""
+    if at + 1 >= len(solid) or not at:
+        return False
+    before, dash, after = solid[at - 1], solid[at], solid[at + 1]
+    return (
+        dash.text == "-"
+        and before.kind == "word" == after.kind
+        and before.end == dash.start
+        and dash.end == after.start
+    )
+
+
+def _per_unit(solid: list[Tok], at: int) -> bool:
+    """Whether solid[at] is a "/" glued between what precedes it and a word: "loads/week", "$3/load"."""
+    if at + 1 >= len(solid) or not at:
+        return False
+    slash, word = solid[at], solid[at + 1]
+    return (
+        slash.text in DIVIDE
+        and word.kind == "word"
+        and solid[at - 1].end == slash.start
+        and slash.end == word.start
+    )
 
 
 def without_units(text: str, solid: list[Tok]) -> tuple[list[Tok], list[int]]:

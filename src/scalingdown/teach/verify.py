@@ -4,7 +4,8 @@ Under teacher forcing the gold answer is in the prompt, so a rationale that mere
 little. `verify_rationale` gives every rationale one `category`, checked in this order:
 
 - `wrong_answer`: its answer (the strict statement, else the flexible reading of
-  `scalingdown.data.answers.score`) is not the gold one;
+  `scalingdown.data.answers.score`) is not the gold one (`close_to_gold`: a float's noise, or a
+  rounding to one decimal or more, still states it);
 - `arithmetic_error`: an equation it states is wrong (`scalingdown.teach.equations.check_equations`);
 - `no_work`: the problem needs work and the rationale checks no step ("The answer is 72." alone). A
   problem needs work when its answer must be computed: its gold rationale computes a step (a checked
@@ -14,8 +15,11 @@ little. `verify_rationale` gives every rationale one `category`, checked in this
   counts as work;
 - `inconsistent_chain`: the last computed value (the value the last checked chain ends at) is not
   the stated answer: a chain that ends at 34 and then states 72. It may round (66.666... stated as
-  66.67). For a choice problem the chain is inconsistent only when its last value is the value of
-  another option than the chosen one (the last value of AQuA work is often not an option at all);
+  66.67), and the answer may instead be written after the last checked step, before the final
+  statement ("100 * 30 = 3000 miles ... so he needs 3000 / 1000 = 3 tune-ups", where the checker
+  skipped the last step): a rationale that computes 2.5 and then states 15 is inconsistent. For a
+  choice problem the chain is inconsistent only when its last value is the value of another option
+  than the chosen one (the last value of AQuA work is often not an option at all);
 - `verified`: none of these.
 
 A program rationale (`kind="program"`, a teacher's `verify: program`; program-of-thought such as
@@ -39,7 +43,7 @@ from typing import Literal
 from scalingdown.data.answers import answers_match, score
 from scalingdown.data.numbers import find_numbers, format_number, parse_number
 from scalingdown.data.schema import Problem
-from scalingdown.teach.arithmetic import FLOAT_TOLERANCE, matches_stated
+from scalingdown.teach.arithmetic import FLOAT_DIGITS, FLOAT_TOLERANCE, matches_stated
 from scalingdown.teach.equations import EquationCheck, check_equations
 from scalingdown.teach.sandbox import ProgramResult, Sandbox, program_source, run_program
 
@@ -50,6 +54,7 @@ __all__ = [
     "Verdict",
     "apply_policy",
     "check_equations",
+    "close_to_gold",
     "dedupe",
     "needs_work",
     "rationale_text",
@@ -65,6 +70,7 @@ CATEGORIES = (
     "program_failed",
 )
 _EQUATION_WITH_NUMBER = re.compile(r"\d[^=\n]*=|=[^=\n]*\d")
+_FINAL_STATEMENT = re.compile(r"\banswer\s+is\b|####|\\boxed|(?im:^[\s*_]*(?:final\s+)?answer\s*:)", re.I)
 _RUPEES = re.compile(r"\brs\.?\s*", re.IGNORECASE)  # "Rs.3" is 3 rupees, not 0.3
 
 
@@ -111,18 +117,51 @@ def _states(value: Fraction, stated: Fraction) -> bool:
     return matches_stated(value, ("lit", stated, False, decimals))
 
 
-def _chain_problem(problem: Problem, answer: str, last: Fraction) -> str:
+def _after_the_work(text: str, check: EquationCheck) -> str:
+    """The text after the last checked chain (after the last "=" of its line) and before the final
+    answer statement: where a rationale writes a result the checker could not recompute."""
+    lines = text.splitlines()
+    last = check.result_lines[-1]
+    tail = "\n".join([lines[last].rsplit("=", 1)[-1], *lines[last + 1 :]])
+    statements = list(_FINAL_STATEMENT.finditer(tail))
+    return tail[: statements[-1].start()] if statements else tail
+
+
+def _chain_problem(problem: Problem, text: str, answer: str, check: EquationCheck) -> str:
     """Why the last computed value does not lead to `answer`, or "" when it does (module notes)."""
+    last = check.results[-1]
+    written = {n.value for n in find_numbers(_after_the_work(text, check), spaced=True)}
     if problem.is_choice:
         values = _option_values(problem)
+        chosen = values.get(answer.upper())
         others = [letter for letter, value in values.items() if value == last and letter != answer.upper()]
-        if others and values.get(answer.upper()) != last:
+        if others and chosen != last and chosen not in written:
             return f"the work ends at {format_number(last)}, option {others[0]}, but the answer is {answer}"
         return ""
     stated = parse_number(answer)
-    if stated is None or _states(last, stated):
+    if stated is None or _states(last, stated) or stated in written:
         return ""
+    if stated == last * 100 and "cent" in f"{problem.question} {text}".lower():
+        return ""  # "$2.00/8 = $0.25" for an answer in cents: 25
     return f"the work ends at {format_number(last)} but the answer is {answer}"
+
+
+def _decimals(value: Fraction) -> int:
+    text = format_number(value)
+    return len(text.split(".")[1]) if "." in text and "/" not in text else 0
+
+
+def close_to_gold(answer: Fraction, gold: Fraction) -> bool:
+    """Whether a numeric answer states the gold one: exactly, within a float's noise (when either is
+    written with 10 decimals or more: 0.8333333333333333 for 0.8333333333333334), or as a rounding
+    of it to one decimal or more (3.22 for 3.2222222222, 54.55 for 54.545; never 9 for 8.93).
+    SVAMP's gold answers are floats, so rationales and programs meet them only this way."""
+    if answer == gold:
+        return True
+    short, long = sorted((_decimals(answer), _decimals(gold)))
+    if long >= FLOAT_DIGITS and abs(answer - gold) <= abs(gold) * FLOAT_TOLERANCE:
+        return True
+    return 1 <= short < long and abs(answer - gold) <= Fraction(1, 2 * 10**short)
 
 
 def _program_matches(problem: Problem, value: str) -> bool:
@@ -141,9 +180,7 @@ def _program_matches(problem: Problem, value: str) -> bool:
         number = Fraction(value)
     except (ValueError, ZeroDivisionError):
         return False
-    if gold is None:
-        return False
-    return number == gold or _states(number, gold) or abs(number - gold) <= abs(gold) * FLOAT_TOLERANCE
+    return gold is not None and close_to_gold(number, gold)
 
 
 def _verdict(problem: Problem, answer, correct, check: EquationCheck, category: str, reason: str) -> Verdict:
@@ -189,6 +226,9 @@ def verify_rationale(
         answer, correct = scored.strict_answer, scored.strict_correct
     else:
         answer, correct = scored.flexible_answer, scored.flexible_correct
+    if not correct and not problem.is_choice and answer is not None:
+        value, gold = parse_number(answer), parse_number(problem.answer)
+        correct = value is not None and gold is not None and close_to_gold(value, gold)
     check = check_equations(text) if check_arithmetic else EquationCheck(0, [])
     if not correct:
         reason = f"states {answer}, the gold answer is {problem.answer}" if answer else "states no answer"
@@ -201,7 +241,7 @@ def verify_rationale(
     if not shows_work and needs_work(problem):
         return _verdict(problem, answer, True, check, "no_work", "no step of the work is checked")
     if check.results:
-        why = _chain_problem(problem, answer, check.results[-1])
+        why = _chain_problem(problem, text, answer, check)
         if why:
             return _verdict(problem, answer, True, check, "inconsistent_chain", why)
     return _verdict(problem, answer, True, check, "verified", "")
