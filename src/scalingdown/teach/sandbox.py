@@ -147,6 +147,7 @@ class Sandbox:
         self._process: subprocess.Popen | None = None
         self._directory: tempfile.TemporaryDirectory | None = None
         self._buffer = b""
+        # Without close() the worker still ends with this process: it stops at the end of its stdin.
 
     def __enter__(self) -> Sandbox:
         return self
