@@ -56,7 +56,8 @@ CORRECT = [
     ("20 * .5 = 10", 1, []),
     ("1/40 + 1/45 = 85/40*45 = 17/360", 2, []),  # "a/b*c" written for a/(b*c)
     ("Week 1 + Week 2 = 35 + 35 = 70 hours", 1, []),  # only "35 + 35 = 70" is arithmetic
-    ("60 students x 2/3 = 40 students", 1, []),  # a unit, then "x" between numbers: 60 x 2/3
+    ("60 students x 2/3 = 40 students", 1, []),
+    ("20 minutes / 240 minutes = 8.333...%", 1, []),  # a repeating decimal, then "%"  # a unit, then "x" between numbers: 60 x 2/3
 ]
 
 WRONG = [
@@ -93,6 +94,8 @@ SKIPPED = [
     "1/0 = 5",
     "36 = 3",
     "no equation here, 5 apples",
+    "1 cheese +1 meat *+1 vegetable = 3 choices",  # "*+": a typo, not arithmetic
+    "add 20 + 10 decorations to the 29 + 24 decorations already up = 83",  # the sum began at 20
 ]
 
 

@@ -24,7 +24,7 @@ from fractions import Fraction
 
 TOKEN_PATTERN = re.compile(
     r"""
-    (?P<num>\$?(?:\d{1,3}(?:,\d{3})+(?!\d)(?:\.\d+)?|\d+(?:\.\d+)?|\.\d+)%?)
+    (?P<num>\$?(?:\d{1,3}(?:,\d{3})+(?!\d)(?:\.\d+)?|\d+(?:\.\d+)?|\.\d+)(?:(?:\.\.\.|…)(?=%))?%?)
     | (?P<op>[+\-−–*×·÷/]|(?<![^\W\d_])[xX](?![^\W\d_]))
     | (?P<lp>\() | (?P<rp>\)) | (?P<eq>=)
     | (?P<word>[^\W\d_]+)
@@ -59,7 +59,7 @@ def tokenize(text: str) -> list[Tok]:
         elif kind == "num" and re.match(r"\$?0\d", piece):
             tok.kind = "word"  # "0900", "0130": clock times and codes, not quantities
         elif kind == "num":
-            digits = piece.lstrip("$").rstrip("%").replace(",", "")
+            digits = piece.lstrip("$").rstrip("%").rstrip(".…").replace(",", "")  # "8.333...%"
             tok.value, tok.percent = Fraction(digits), piece.endswith("%")
             tok.decimals = len(digits.split(".")[1]) if "." in digits else 0
         tokens.append(tok)

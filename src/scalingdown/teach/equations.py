@@ -137,13 +137,11 @@ def _first_side_trusted(text: str, solid: list[Tok], first: int) -> bool:
     previous = solid[first - 1] if first > 0 else None
     if previous is None or previous.kind != "word":
         return True
-    before_words = next((t for t in reversed(solid[:first]) if t.kind != "word"), None)
-    if (
-        before_words is not None
-        and before_words.kind == "op"
-        and text[before_words.end : before_words.end + 1] == " "
-    ):
+    at = next((i for i in range(first - 1, -1, -1) if solid[i].kind != "word"), None)
+    if at is not None and solid[at].kind == "op" and text[solid[at].end : solid[at].end + 1] == " ":
         return False  # "25 classmates + his 1 teacher + 1 = 27" began before the words ("8-year-old" did not)
+    if at and solid[at].kind == "num" and solid[at - 1].kind == "op" and _spaced(text, solid[at - 1]):
+        return False  # "add 20 + 10 decorations to the 29 + 24 already up = 83" (not "1/3 pound is $10")
     word = previous.text.lower()
     earlier = solid[first - 2] if first >= 2 else None
     if word in JOINING_WORDS or word in _LABEL_WORDS:
@@ -243,7 +241,7 @@ def _check_run(
     parsed = []
     for index, (side, ok) in enumerate(zip(sides, trusted, strict=True)):
         node = None
-        if ok and side and not _is_range(side):
+        if ok and side and not _is_range(side) and not _doubled_operator(side):
             try:
                 node = _with_loose_reading(Parser(side, text).parse(), side, text)
             except ValueError:
@@ -275,6 +273,16 @@ def _check_run(
     except ZeroDivisionError:
         return checked, errors, []
     return checked, errors, [ends_at]
+
+
+def _spaced(text: str, tok: Tok) -> bool:
+    return text[tok.start - 1 : tok.start] == " " == text[tok.end : tok.end + 1]
+
+
+def _doubled_operator(side: list[Tok]) -> bool:
+    """ "1 meat *+1": an operator glued to a "+" is a typo, not a unary plus anyone writes."""
+    pairs = zip(side, side[1:], strict=False)
+    return any(a.kind == "op" == b.kind and b.text == "+" and a.end == b.start for a, b in pairs)
 
 
 def _is_range(side: list[Tok]) -> bool:
