@@ -12,6 +12,8 @@ whose fragment is missing stops the script: the labels belong to this file). A s
 no single number ("110 tomatoes and 32 eggplants") is stated as None, and so is a rationale without
 a final statement. lm-eval's flexible-extract and strict-match filters are imported from lm-eval when
 it is installed (`pip install lm-eval==0.4.13`), else their regexes are applied with the same rules.
+Last, the teacher samples' final statements are rewritten in the other final-answer forms models
+write ("A: N", "\\boxed{N}", "#### N", ...) and strict extraction is measured on each.
 
     python benchmarks/answer_agreement.py [--list]
 """
@@ -188,6 +190,33 @@ def measure(name: str, rows: list[tuple[str, str]], show: bool) -> None:
             print(f"  - {line}")
 
 
+# The final statement of each teacher sample, rewritten in the other forms models write it in.
+FORMS = {
+    "A: N": "\nA: {n}",
+    "Answer: N": "\nAnswer: {n}",
+    "Final answer: N": "\nFinal answer: {n}",
+    "**Answer:** N": "\n**Answer:** {n}",
+    "\\boxed{N}": " So we get $\\boxed{{{n}}}$.",
+    "#### N": "\n#### {n}",
+    "the answer is <N>.": " Therefore, the answer is <{n}>.",
+}
+_FINAL = re.compile(r"The answer is \$?(-?[0-9][0-9,]*(?:\.[0-9]+)?)\$?(?:\s+[a-zA-Z ]+)?\.?\s*$")
+
+
+def measure_forms(rows: list[tuple[str, str]]) -> None:
+    """Strict extraction when the same rationales end in each final-answer form instead."""
+    from scalingdown.data.answers import extract_numeric
+
+    plain = [(text.strip(), match) for text, _ in rows if (match := _FINAL.search(text.strip()))]
+    print(f"\nthe {len(plain):,} teacher samples ending in one plain 'The answer is N.', rewritten:")
+    for form, template in FORMS.items():
+        agree = 0
+        for text, match in plain:
+            rewritten = text[: match.start()].rstrip() + template.format(n=match.group(1))
+            agree += same(extract_numeric(rewritten, strict=True), match.group(1))
+        print(f"  ends in {form:20s} strict == stated: {agree:,}/{len(plain):,}")
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--list", action="store_true", help="list every disagreement, not the first 5")
@@ -198,6 +227,9 @@ def main() -> int:
         return 2
     for name, rows in found.items():
         measure(name, rows, args.list)
+    samples = next((rows for name, rows in found.items() if name.startswith("teacher_samples")), None)
+    if samples:
+        measure_forms(samples)
     return 0
 
 
