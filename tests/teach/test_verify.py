@@ -56,8 +56,8 @@ CORRECT = [
     ("20 * .5 = 10", 1, []),
     ("1/40 + 1/45 = 85/40*45 = 17/360", 2, []),  # "a/b*c" written for a/(b*c)
     ("Week 1 + Week 2 = 35 + 35 = 70 hours", 1, []),  # only "35 + 35 = 70" is arithmetic
-    ("60 students x 2/3 = 40 students", 1, []),
-    ("20 minutes / 240 minutes = 8.333...%", 1, []),  # a repeating decimal, then "%"  # a unit, then "x" between numbers: 60 x 2/3
+    ("60 students x 2/3 = 40 students", 1, []),  # a unit, then "x" between numbers: 60 x 2/3
+    ("20 minutes / 240 minutes = 8.333...%", 1, []),  # a repeating decimal, then "%"
 ]
 
 WRONG = [
