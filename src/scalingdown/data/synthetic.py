@@ -201,7 +201,6 @@ BROAD_ONLY_NAMES: tuple[tuple[str, str, str], ...] = (
 FAMILIES = ("core", "broad")
 
 
-
 @dataclass
 class _Family:
     templates: tuple[StoryTemplate, ...]
