@@ -56,13 +56,20 @@ def test_a_failing_student_is_reported_and_the_study_goes_on(tmp_path: Path) -> 
     }
     study = parse_config(study_dict)
     train, _ = generate_splits(study.data.synthetic, study.seed)
+    # A recorded teacher that shows its work, but not always: the verdict categories count it.
+    texts = [worked_solution(p) for p in train]
+    for i in range(0, 20, 2):
+        texts[i] = f"The answer is {train[i].answer}."  # the gold answer alone: no work
     (tmp_path / "book.jsonl").write_text(
-        "".join(json.dumps({"id": p.id, "text": worked_solution(p)}) + "\n" for p in train)
+        "".join(json.dumps({"id": p.id, "text": text}) + "\n" for p, text in zip(train, texts, strict=True))
     )
     with pytest.raises(PartialFailure) as failed:
         run_study(study)  # the failure is named at the end, after everything else ran
     assert [line.split(":")[0] for line in failed.value.failures] == ["student broken"]
     run = tmp_path / "run"
+    stats = read_json(run / "teachers" / "book" / "stats.json")
+    assert stats["categories"]["no_work"] == 10 and stats["categories"]["verified"] == 110 == stats["kept"]
+    assert "No work" in (run / "report" / "README.md").read_text()  # the teacher table says so too
     summary = read_json(run / "students" / "summary.json")
     assert "no_such_proj" in summary["broken"]["error"]
     assert summary["ok"]["steps"] == 6 and summary["reference"]["steps"] == 6

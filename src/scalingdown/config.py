@@ -238,6 +238,12 @@ class TeacherConfig(_Strict):
         "option; hf and vllm: whether the model's tokenizer has a chat template.",
     )
     sampling: TeacherSampling = Field(default_factory=TeacherSampling)
+    verify: Literal["answer", "program"] = Field(
+        "answer",
+        description="How rationales are verified: 'answer' (prose: the gold answer, correct equations and "
+        "work that leads to it) or 'program' (program-of-thought such as `def solution(): ... return "
+        "result`: run in a sandbox, its return value compared with the gold answer).",
+    )
     price_input_per_1k: float = Field(
         0.0, ge=0, description="Price per 1,000 prompt tokens (for cost figures)."
     )

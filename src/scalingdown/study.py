@@ -64,6 +64,11 @@ def ensure_teach(study: StudyConfig, *, only: list[str] | None = None) -> dict[s
     return summaries
 
 
+# Why rationales were not verified (teach.verify.CATEGORIES): wrong answer, arithmetic error, no work,
+# inconsistent chain, program failed; one column, so the table stays narrow.
+_NOT_VERIFIED = ("wrong_answer", "arithmetic_error", "no_work", "inconsistent_chain", "program_failed")
+
+
 def _print_teachers(summaries: dict[str, dict]) -> None:
     table = Table(title="teachers")
     for column in (
@@ -72,7 +77,7 @@ def _print_teachers(summaries: dict[str, dict]) -> None:
         "rationales",
         "kept",
         "verified",
-        "arith. err",
+        "wrong/arith/work/chain/prog",
         "free acc.",
         "cost",
     ):
@@ -89,7 +94,7 @@ def _print_teachers(summaries: dict[str, dict]) -> None:
             str(s["rationales"]),
             f"{100 * s['kept_share']:.0f}%",
             f"{100 * s['verified_share']:.0f}%",
-            str(s["arithmetic_error_rationales"]),
+            "/".join(str(s.get("categories", {}).get(c, "-")) for c in _NOT_VERIFIED),
             f"{100 * free['accuracy']:.0f}% (n={free['n']})" if free else "-",
             f"{s['usage']['cost']:.4f}",
         )

@@ -185,9 +185,7 @@ STRICT_NUMERIC = [
     ("The answer is 5 + 3 = 8.", "8"),  # equation: the number after the last "="
     ("The answer is 2 * $3 = $6. Then 10 more came.", "6"),
     ("The answer is 22/7 \u2248 3.14", "3.14"),
-    ("The answer is 8 apples for 2 days.", "8"),  # no "=": the first number of the sentence
     ("The answer is 10. Wait, the answer is 12.", "12"),  # the last statement wins
-    ("The answer is 12.\nThe answer is unknown.", "12"),  # the last statement that holds a number
     ("#### 5\nThe answer is 7", "7"),
     ("The answer is 7\n#### 5", "5"),
     ("The final answer is 9", "9"),
@@ -211,11 +209,115 @@ def test_flexible_numeric_equals_strict_when_a_statement_exists(text, expected):
     assert extract_numeric(text, strict=False) == expected
 
 
+# Final-answer forms real models write (issue 11, item 1): each is a strict statement.
+FINAL_ANSWER_FORMS = [
+    ("He has 5 + 3 = 8 apples.\nA: 8", "8"),  # GPT-3 few-shot style: a final line "A: N"
+    ("A: 72", "72"),
+    ("Work: 9 x 2 = 18.\n\nA: $1,234.50", "1234.5"),
+    ("She earns 9 x 2 = 18.\nAnswer: 18", "18"),
+    ("Answer: $18.", "18"),
+    ("Answer: 7 eggs.", "7"),
+    ("Final answer: 42", "42"),
+    ("First 4 + 3 = 7.\nFinal Answer: 3/4", "0.75"),
+    ("The final answer: 15 apples", "15"),
+    ("**Answer:** 18", "18"),
+    ("**Final Answer:** 18 apples", "18"),
+    ("*Answer*: 5", "5"),
+    ("So we get $\\boxed{72}$.", "72"),
+    ("\\boxed{72}", "72"),
+    ("\\boxed{\\frac{3}{4}}", "0.75"),
+    ("The fraction is $\\boxed{\\dfrac{10}{3}}$", "10/3"),
+    ("$\\boxed{-\\frac{1}{2}}$", "-0.5"),
+    ("$\\boxed{1{,}250}$", "1250"),
+    ("\\boxed{18 \\text{ apples}}", "18"),
+    ("\\boxed{\\$18.50}", "18.5"),
+    ("\\boxed{5} is wrong, it is \\boxed{6}", "6"),  # the last statement wins
+    ("Therefore, the answer is <203>.", "203"),
+    ("Therefore, the answer is <4.62>.", "4.62"),
+    ("29 x 7 = 203 pairs\n\nTherefore, the answer is <203>.", "203"),
+    ("#### 18", "18"),
+    ("The answer is 5.\n#### 6", "6"),
+]
+
+# Space- or thin-space-grouped thousands inside an answer statement (item 2).
+SPACED_THOUSANDS = [
+    ("The answer is $9 500.", "9500"),
+    ("So, the answer is $118 000.", "118000"),
+    ("The answer is 1 000 000 people.", "1000000"),
+    ("The answer is 12\u2009500.", "12500"),  # thin space
+    ("The answer is 12\u202f500 dollars", "12500"),  # narrow no-break space
+    ("The answer is 12\u00a0500", "12500"),  # no-break space
+    ("#### 9 500", "9500"),
+    ("Answer: 3 600", "3600"),
+    ("The answer is 1 1/2 cups.", "1.5"),  # a mixed number is not a thousands group
+    ("The answer is 5 500/1000 = 5.5", "5.5"),
+]
+
+# Several numbers in one answer sentence (item 4): the one marked as the total or the result.
+MARKED_TOTALS = [
+    ("So, the answer is 5 arms and 3 legs, or 8 limbs in total.", "8"),
+    ("The answer is 6 pieces, or 6 * 2.5 = 15 ounces.", "15"),  # "=" marks the result
+    ("The answer is 4 + 16 + 20 = 40.", "40"),
+    ("The answer is 3 apples and 2 pears, for a total of 5 fruits.", "5"),
+    ("The answer is 12 pens and 8 pencils, so 20 altogether.", "20"),
+    ("The answer is 8 (8 apples).", "8"),  # the same value twice is one answer
+    ("The answer is $18.00 ($18).", "18"),
+    ("The answer is 10 km2.", "10"),  # a digit glued to a unit is not a second number
+]
+
+
+@pytest.mark.parametrize(("text", "expected"), FINAL_ANSWER_FORMS + SPACED_THOUSANDS + MARKED_TOTALS)
+def test_strict_numeric_reads_the_final_answer_forms_models_write(text, expected):
+    assert extract_numeric(text, strict=True) == expected
+    assert extract_numeric(text, strict=False) == expected
+
+
+@pytest.mark.parametrize(
+    ("text", "flexible"),
+    [
+        # no number in the last statement: no answer at all, not a number from elsewhere (item 3)
+        ("The answer is unknown.", None),
+        ("There are 5 apples and 3 pears. The answer is unknown.", None),
+        ("The answer is 12.\nThe answer is unknown.", None),
+        ("The answer is unknown.\nWe had 7 then.", None),
+        ("Final answer: none of them", None),
+        ("It is $\\boxed{x}$", None),
+        # several numbers, none marked as the total: strict gives none, flexible the first (item 4)
+        ("The answer is 110 tomatoes and 32 eggplants.", "110"),
+        ("The answer is 2 or 3.", "2"),
+        ("The answer is 8 apples for 2 days.", "8"),
+        ("The answer is 1 hour and 30 minutes.", "1"),
+        ("The answer is 110 tomatoes and 32 eggplants in total.", "110"),  # "in total" covers both
+        ("The answer is 60 dishes and 60 socks.", "60"),  # a list, even of equal numbers
+        ("The answer is 18 + x hours.", "18"),  # an expression with a variable is no number
+        ("The answer is x - 5.", "5"),
+    ],
+)
+def test_answer_statements_without_one_clear_number_give_no_strict_answer(text, flexible):
+    assert extract_numeric(text, strict=True) is None
+    assert extract_numeric(text, strict=False) == flexible
+
+
+@pytest.mark.parametrize(
+    ("text", "flexible"),
+    [
+        ("Let us see what the answer is.\n5 + 3 = 8", "8"),  # "answer is" with nothing after it
+        ("A: He had 5 apples and ate 2, so 3 are left.", "3"),  # "A:" then prose: a label
+        ("A: 5 apples cost $2 each.\nSo 5 x 2 = 10 dollars.", "10"),  # "A: N" not on the final line
+        ("Answer: 48/2 = 24 clips in May.\n48 + 24 = 72 clips.", "72"),  # "Answer:" labels the work
+        ("Answer: The total is 18 apples", "18"),
+        ("#### ", None),
+    ],
+)
+def test_labels_that_are_not_final_answer_statements(text, flexible):
+    assert extract_numeric(text, strict=True) is None
+    assert extract_numeric(text, strict=False) == flexible
+
+
 @pytest.mark.parametrize(
     ("text", "flexible"),
     [
         ("So she has 18 dollars.", "18"),
-        ("Answer: 18", "18"),  # "Answer:" is not a strict numeric format
         ("He paid $1,234.50 in total.", "1234.5"),
         ("It costs 72.", "72"),
         ("The numbers are 3,4 and 5", "5"),
@@ -226,9 +328,7 @@ def test_flexible_numeric_equals_strict_when_a_statement_exists(text, expected):
         ("It took 2 1/2 hours", "2.5"),
         ("He ate 2 1/3 pies", "7/3"),
         ("a 10% discount", "10"),
-        ("\\boxed{72}", "72"),  # not a strict format
         ("COVID-19", "19"),  # a hyphen after a letter is no minus sign
-        ("The answer is unknown.\nWe had 7 then.", "7"),  # the statement's sentence holds no number
         ("my answer isn't 5, it's 6", "6"),
         ("no numbers here", None),
         ("", None),
@@ -335,6 +435,62 @@ def test_flexible_choice_equals_strict_when_a_statement_exists(text, expected):
     assert extract_choice(text, None, strict=False) == expected
 
 
+# Strict also reads a final line that names an option (item 5).
+FINAL_LINE_CHOICE = [
+    ("Work.\nAnswer choice B", "B"),
+    ("Work.\nOption C", "C"),
+    ("Option C", "C"),
+    ("Work.\n(Option D)", "D"),
+    ("Work.\nOption E.", "E"),
+    ("Work.\nThe correct answer choice: (A)", "A"),
+    ("Work.\n**Option B**", "B"),
+    ("Work.\nOption C: 600 miles", "C"),
+    ("Option A is wrong because it is too small.\nOption C", "C"),
+]
+
+
+@pytest.mark.parametrize(("text", "expected"), FINAL_LINE_CHOICE)
+def test_strict_choice_reads_a_final_line_naming_an_option(text, expected):
+    assert extract_choice(text, None, strict=True) == expected
+    assert extract_choice(text, None, strict=False) == expected
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "Option A is wrong because it is too small.",
+        "Let's check each answer choice: (A) is wrong, (B) is too small.",
+        "Option B and option C are close.",
+    ],
+)
+def test_a_final_line_about_an_option_is_no_answer_statement(text):
+    assert extract_choice(text, None, strict=True) is None
+
+
+@pytest.mark.parametrize(
+    ("text", "strict", "flexible"),
+    [
+        # a letter inside an expression is not an option (item 5)
+        ("The answer is D/(M-3).", None, None),
+        ("The contribution = D/M-3\nThe answer is D/(M-3)", None, None),
+        ("So the probability is P(B)", None, None),
+        ("P(A/B) = 0.16/0.8 = 0.2\nP(B)", None, None),
+        ("The answer is f(a) = 3", None, None),
+        ("Answer: B*A/2700", None, None),
+        ("The answer is A+B", None, None),
+        ("The answer is D(M-3)", None, None),
+        # ... but an option letter next to its text still is
+        ("Answer: D) 109 rolls", "D", "D"),
+        ("Answer is (B)", "B", "B"),
+        ("Answer: A. B is wrong", "A", "A"),
+        ("C(8,4) - C(4,4) = 69\nAnswer is (B)", "B", "B"),
+    ],
+)
+def test_letters_inside_expressions_are_not_options(text, strict, flexible):
+    assert extract_choice(text, None, strict=True) == strict
+    assert extract_choice(text, None, strict=False) == flexible
+
+
 @pytest.mark.parametrize(
     "text",
     [
@@ -389,7 +545,6 @@ PRICES = {"A": "1,879", "B": "1,875", "C": "1,876", "D": "1,872", "E": "1,800"}
         # a lone letter in the final line
         ("(C)", None, "C"),
         ("Work.\nSo we pick C)", None, "C"),
-        ("Option C", None, "C"),
         ("Choice: (d)", None, "D"),
         ("\\boxed{(c)}", None, "C"),
         ("lots of work\nD", None, "D"),
@@ -420,6 +575,45 @@ def test_flexible_choice_reads_final_line_letters_then_option_texts(text, option
     assert extract_choice(text, options, strict=False) == expected
     if expected is not None:
         assert extract_choice(text, options, strict=True) is None  # none of these is an explicit statement
+
+
+SQUARES = {"A": "(a - b)2", "B": "(a + b)2", "C": "a2 + b2", "D": "a2 - b2", "E": "2ab"}
+COMBINATIONS = {"A": "5C3*4C3", "B": "5C3+4C3", "C": "5C3", "D": "4C3", "E": "9C6"}
+VEHICLES = {"A": "50", "B": "150", "C": "200", "D": "250", "E": "400"}
+AGES = {"A": "37", "B": "41", "C": "40", "D": "42", "E": "43"}
+ANGLES = {"A": "160°", "B": "170°", "C": "20°", "D": "30°", "E": "40°"}
+ANGLES_WITH_TEN = {"A": "160°", "B": "170°", "C": "10°", "D": "30°", "E": "40°"}
+
+
+@pytest.mark.parametrize(
+    ("text", "options", "expected"),
+    [
+        # operators are part of an option's text (item 5)
+        ("So the expression equals (a + b)2", SQUARES, "B"),
+        ("So the expression equals (a - b)2", SQUARES, "A"),
+        ("It is a2 - b2", SQUARES, "D"),
+        ("It is a2 + b2", SQUARES, "C"),
+        # a "*" between operands is multiplication, not markdown emphasis
+        ("The number of ways is 5C3*4C3", COMBINATIONS, "A"),
+        ("The number of ways is **5C3*4C3**", COMBINATIONS, "A"),
+        ("The number of ways is 5C3+4C3", COMBINATIONS, "B"),
+        # one-paragraph outputs: the last sentence, after its last "=" (item 6)
+        ("The hour hand moved 160° - 150° = 10°", ANGLES, None),
+        (
+            "The hand is at 160°. The other is at 150°. So the angle is 160° - 150° = 10°.",
+            ANGLES_WITH_TEN,
+            "C",
+        ),
+        ("The train covers 600 miles. So the time is 7 hours.", SPEEDS, None),
+        ("The speed is 600 miles. Hope this helps!", SPEEDS, "C"),
+        ("Its length is 150 m + 100 m = 250 m", LENGTHS, "D"),
+        ("So V = 150+100 = 250=D", VEHICLES, "D"),  # an earlier result that is one value
+        ("x = 150 + 100", VEHICLES, None),  # operands are no result
+        ("Rahim must be 41 years old today. Because (36+5).", AGES, "B"),  # an aside is no sentence
+    ],
+)
+def test_option_text_keeps_operators_and_reads_the_last_result(text, options, expected):
+    assert extract_choice(text, options, strict=False) == expected
 
 
 # ------------------------------------------------------------------------------------ comparison, score
@@ -499,21 +693,25 @@ def _jsonl(path: Path) -> list[dict]:
 
 
 def test_strict_numeric_on_real_llm_rationales(teacher_samples):
-    """Measured on 1,055 outputs: 98.6% carry a strict answer; it equals the file's gold for 59.4%
-    (627): the file is unfiltered and many rationales reach a wrong number, which extraction must keep."""
+    """Measured on 1,055 outputs: 97.8% carry a strict answer; it equals the file's gold for 59.6%
+    (629): the file is unfiltered and many rationales reach a wrong number, which extraction must keep.
+    benchmarks/answer_agreement.py compares every one with the answer its final statement states."""
     rows = json.loads(teacher_samples.read_text(encoding="utf-8"))
     pairs = [(extract_numeric(row["output"], strict=True), row) for row in rows]
     found = sum(answer is not None for answer, _ in pairs)
     correct = sum(answers_match(answer, row["answer"], choice=False) for answer, row in pairs)
     assert found / len(rows) >= 0.97
-    assert correct / len(rows) >= 0.57
-    # An independent reading of the same outputs: the number right after their last "The answer is".
-    plain = re.compile(r"The answer is \$?(-?[0-9][0-9.,]*)")
-    stated = [(answer, plain.findall(row["output"])) for answer, row in pairs]
-    checked = [answers_match(answer, numbers[-1], choice=False) for answer, numbers in stated if numbers]
-    assert (
-        sum(checked) / len(checked) >= 0.99
-    )  # measured 99.5%; the rest are "The answer is 4 + 16 + 20 = 40."
+    assert correct / len(rows) >= 0.59
+    # An independent reading of the same outputs: the final "The answer is N" sentence when it holds
+    # one number and nothing else that could be one (measured: 998 such, all agree).
+    plain = re.compile(r"The answer is \$?(-?[0-9][0-9,]*(?:\.[0-9]+)?)\$?(?:\s+[a-zA-Z ]+)?\.?\s*$")
+    stated = [(answer, plain.search(row["output"].strip())) for answer, row in pairs]
+    checked = [answers_match(answer, match.group(1), choice=False) for answer, match in stated if match]
+    assert len(checked) >= 990 and all(checked)
+    # Statements with several numbers get a strict answer only where one is marked as the total.
+    several = [answer for answer, row in pairs if "110 tomatoes and 32 eggplants" in row["output"]
+               or "or 8 limbs in total" in row["output"]]  # fmt: skip
+    assert several == [None, "8"]
 
 
 def test_strict_numeric_reads_every_gsm8k_gold_rationale(gsm8k_dir):
@@ -537,7 +735,7 @@ def test_flexible_numeric_agrees_with_lm_eval_harness_on_gsm8k_rationales(gsm8k_
 
 
 def test_choice_on_aqua_gold_rationales(aqua_dir):
-    """Measured on the 254 dev rationales: flexible finds `correct` for 98.8%, strict for 87.8%,
+    """Measured on the 254 dev rationales: flexible finds `correct` for 98.8%, strict for 89.4%,
     and neither ever names a wrong option (they say nothing where the rationale gives no answer)."""
     rows = _jsonl(aqua_dir / "dev.json")
     right = {True: 0, False: 0}
@@ -549,5 +747,5 @@ def test_choice_on_aqua_gold_rationales(aqua_dir):
             right[strict] += answer == row["correct"]
             wrong[strict] += answer not in (None, row["correct"])
     assert right[False] / len(rows) >= 0.97
-    assert right[True] / len(rows) >= 0.85
+    assert right[True] / len(rows) >= 0.89
     assert wrong == {True: 0, False: 0}

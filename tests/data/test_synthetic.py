@@ -15,9 +15,10 @@ from scalingdown.data.synthetic import (
     OPS,
     generate,
     generate_splits,
-    verify_rationale,
 )
 from scalingdown.errors import UserError
+from scalingdown.evaluate.prompts import worked_solution
+from scalingdown.teach.verify import verify_rationale
 
 EQUATION = re.compile(r"(\d+) ([-+x/]) (\d+) = (\d+)\.")
 
@@ -44,7 +45,8 @@ def test_every_rationale_verifies_and_stays_in_range(templates, max_steps, max_v
         2500, seed=1, split="train", max_steps=max_steps, max_value=max_value, templates=templates
     )
     for p in problems:
-        assert verify_rationale(p), p
+        verdict = verify_rationale(p, worked_solution(p))  # the general check, as teachers get it
+        assert verdict.verified and verdict.equations_checked == p.meta["steps"], (p, verdict)
         eqs = equations(p)
         assert len(eqs) == p.meta["steps"] == len(p.meta["ops"])
         assert [op for _, op, _, _ in eqs] == p.meta["ops"]
@@ -80,25 +82,31 @@ def test_division_divides_exactly_and_multiplication_uses_x():
     assert not any("*" in p.rationale for p in problems)
 
 
-def test_verify_rationale_rejects_wrong_work():
+def test_the_general_verifier_rejects_wrong_work_on_the_synthetic_task():
     p = Problem(
         id="t",
-        question="q",
+        question="Mia has 7 apples. She buys 5 more apples. Then she gives away 3 apples. How many?",
         answer="9",
         rationale="Mia starts with 7 apples.\nShe buys 5 more: 7 + 5 = 12.\nShe gives away 3: 12 - 3 = 9.",
         source="synthetic",
         split="train",
+        meta={"steps": 2},
     )
-    assert verify_rationale(p)
-    assert verify_rationale(p.model_copy(update={"rationale": "Up: 3 * 4 = 12.\nDown: 12 - 3 = 9."}))
-    assert not verify_rationale(p.model_copy(update={"answer": "10"}))
-    assert not verify_rationale(p.model_copy(update={"rationale": p.rationale.replace("= 12", "= 13")}))
-    assert not verify_rationale(
-        p.model_copy(update={"rationale": "A: 7 + 5 = 12.\nB: 11 - 2 = 9."})
-    )  # chain broken
-    assert not verify_rationale(p.model_copy(update={"rationale": "A: 19 / 2 = 9."}))  # inexact division
-    assert not verify_rationale(p.model_copy(update={"rationale": "The answer is 9."}))
-    assert not verify_rationale(p.model_copy(update={"rationale": None}))
+
+    def category(rationale: str, gold: str = "9") -> str:
+        problem = p.model_copy(update={"answer": gold})
+        return verify_rationale(problem, f"{rationale}\nThe answer is 9.").category
+
+    assert category(p.rationale) == "verified"
+    assert category("Up: 3 * 4 = 12.\nDown: 12 - 3 = 9.") == "verified"  # "*" reads as "x"
+    assert category(p.rationale.replace("= 12", "= 13")) == "arithmetic_error"
+    assert category("A: 7 + 5 = 12.\nB: 12 - 2 = 9.") == "arithmetic_error"
+    assert category("So:") == "no_work"  # the gold answer alone shows nothing
+    assert category("A: 7 + 5 = 12.") == "inconsistent_chain"  # the work ends at 12, not at 9
+    assert category(p.rationale, gold="10") == "wrong_answer"
+    # Unlike the old synthetic-only check, the general one does not require each step to start from
+    # the previous result (GSM8K work is rarely one chain): correct steps that end at 9 verify.
+    assert category("A: 7 + 5 = 12.\nB: 11 - 2 = 9.") == "verified"
 
 
 def test_splits_are_disjoint_with_distinct_test_questions():

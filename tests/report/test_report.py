@@ -103,6 +103,21 @@ def build_fake_run(run_dir: Path) -> StudyConfig:
                 "verified_share": (kept - 10) / 200,
                 "wrong_answer": 200 - kept,
                 "arithmetic_error_rationales": 10,
+                # t-b's stats.json predates the verdict categories: the report must still read it
+                **(
+                    {
+                        "categories": {
+                            "verified": kept - 10,
+                            "wrong_answer": 200 - kept,
+                            "arithmetic_error": 4,
+                            "no_work": 3,
+                            "inconsistent_chain": 2,
+                            "program_failed": 1,
+                        }
+                    }
+                    if name == "t-a"
+                    else {}
+                ),
                 "free_accuracy": {
                     "correct": free_right,
                     "n": 50,
@@ -181,6 +196,21 @@ def test_finding_names_the_smallest_student_that_beats_the_reference(report: Pat
     assert ci and float(ci.group(1)) < 12.0 < float(ci.group(2))
     # The reference's budget is stated.
     assert "Budget of ref: 10M params, 600 training steps, 120 s" in readme
+
+
+def test_the_teacher_table_counts_each_verdict_category(report: Path) -> None:
+    readme = (report.parent / "README.md").read_text(encoding="utf-8")
+    header = next(line for line in readme.splitlines() if line.startswith("| Teacher"))
+    columns = [c.strip() for c in header.strip("|").split("|")]
+    rows = {}
+    for line in readme.splitlines():
+        cells = [c.strip() for c in line.strip("|").split("|")]
+        if cells and cells[0] in ("t-a", "t-b") and len(cells) == len(columns):
+            rows[cells[0]] = dict(zip(columns, cells, strict=True))
+    wanted = ("Wrong answer", "Arithmetic error", "No work", "Inconsistent chain", "Program failed")
+    assert [rows["t-a"][c] for c in wanted] == ["20", "4", "3", "2", "1"]
+    # Without categories: rationales with an arithmetic error, and no figure for the newer categories.
+    assert [rows["t-b"][c] for c in wanted] == ["80", "10", "-", "-", "-"]
 
 
 def test_results_csv_has_one_row_per_model_with_every_number(report: Path) -> None:

@@ -411,3 +411,37 @@ def test_chat_default_follows_the_backend_and_the_tokenizer(tmp_path, tiny_teach
     assert not uses_chat(teacher(backend="openai", model="m", options={"api": "completions"}))
     assert not uses_chat(teacher(model=str(with_template), chat=False))  # an explicit choice wins
     assert not uses_chat(teacher(backend="replay", model="file.json"))
+
+
+def test_a_program_teacher_is_verified_by_running_its_programs(tmp_path):
+    """`verify: program` on real recorded program rationales (SVAMP), two of them made hostile."""
+    from scalingdown.data.schema import Problem
+    from tests.conftest import shared_path
+
+    rows = json.loads(shared_path("svamp_reft", "train_python.json").read_text())[:12]
+    train = [
+        Problem(
+            id=r["item_id"], question=r["question"], answer=r["answer_value"], source="svamp", split="train"
+        )
+        for r in rows
+    ]
+    programs = [r["answer_cot"] for r in rows]
+    programs[3] = "import os\ndef solution():\n    os.system('touch pwned')\n    return 1"
+    programs[7] = "def solution():\n    while True:\n        pass"
+    book = tmp_path / "programs.jsonl"
+    book.write_text(
+        "".join(json.dumps({"id": p.id, "text": t}) + "\n" for p, t in zip(train, programs, strict=True))
+    )
+    run = make_run(tmp_path, train, train[:1])
+    teacher = {"name": "pot", "backend": "replay", "model": str(book), "num_examples": 0, "verify": "program"}
+    summary = run_teach_stage(study_for(run, [teacher], free_eval_problems=0, policy="flag"), progress=False)[
+        "pot"
+    ]
+    assert summary["categories"]["verified"] == 10 and summary["categories"]["program_failed"] == 2
+    assert sum(summary["categories"].values()) == summary["rationales"] == 12
+    kept = {r["problem_id"]: r for r in read_jsonl(run / "teachers" / "pot" / "rationales.jsonl")}
+    assert kept[train[3].id]["reason"] == "not allowed: imports os (line 1)"
+    assert kept[train[7].id]["category"] == "program_failed" and "limit" in kept[train[7].id]["reason"]
+    assert kept[train[0].id]["text"] == programs[0].strip() and kept[train[0].id]["answer"] == "203"
+    assert read_json(run / "teachers" / "pot" / "stats.json")["categories"] == summary["categories"]
+    assert not list(tmp_path.rglob("pwned"))

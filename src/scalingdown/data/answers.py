@@ -3,28 +3,29 @@
 Every model output is scored twice. *Strict* accepts only an explicit final-answer statement;
 *flexible* falls back to weaker evidence. Extracted answers come back as canonical text
 (`format_number` for numbers, "A".."E" for choices), so predictions files read the same for all models.
+How one number is read is in `scalingdown.data.numbers`; option letters in `scalingdown.data.choices`.
 
-Numbers (`parse_number`, one token) - decisions worth knowing:
-- `$1,234.50`, `1,234`, `29.00` (== 29), `.5`, `-7`, `−7` (U+2212), `3/4`, `50%` (value 50, so it
-  matches a gold "50"), a sentence period (`72.` is 72). Mixed numbers `1 1/2` are 3/2, but only when
-  the fraction is proper, so "3 12/4" stays two numbers. Unicode fractions (`½`) and `2.5k` are not numbers.
-- A comma joins digits only as thousands grouping (`\\d{1,3}(,\\d{3})+`): "3,4 and 5" is the list 3, 4, 5.
-- A minus is a sign only where it cannot be subtraction: "5-3" holds 3, "x = -3" holds -3.
+Numeric strict: the LAST final-answer statement of the text. Statements are
+- `#### N`, `... answer is N` (case-insensitive; "The answer is: $N", "the answer is <N>." too);
+- `Final answer: N` anywhere, and `Answer: N` or `A: N` as the final line (GPT-3 few-shot style),
+  markdown allowed (`**Answer:** N`); the number must follow the colon, so "A: He has 5 apples..."
+  is a label, not a statement;
+- `\\boxed{N}`, also `\\boxed{\\frac{a}{b}}` and `\\boxed{18 \\text{ apples}}`.
+A statement's sentence is read with space-grouped thousands ("$9 500" is 9500) and without numbers
+glued to a letter ("km2"). Its answer is the first number after its last "=" or "≈" ("The answer is
+5 + 3 = 8." gives 8); else its only number, or its only value ("8 (8 apples)"); else the one number
+marked as the total ("5 arms and 3 legs, or 8 limbs in total" gives 8; "a total of", "altogether",
+"in all" mark too, but "110 tomatoes and 32 eggplants in total" marks the list, not 32). A statement
+with several numbers and no marked one, or with a number in an expression with a variable ("18 + x
+hours"), has no strict answer, and one with no number at all ("The
+answer is unknown.") is no answer, strict or flexible: the output said it has none. "answer is"
+with nothing after it ("what the answer is.") is no statement.
 
-Numeric strict: the LAST `#### N` or `answer is N` (case-insensitive; "The answer is: $N" too) whose
-sentence holds a number. In that sentence the answer is the first number after the last "=" or "≈",
-else the first number: "The answer is 5 + 3 = 8." gives 8, "The answer is 8 apples for 2 days" gives 8.
-Numeric flexible: strict if found, else the last number in the text. On ordinary outputs this picks the
-same number as lm-evaluation-harness's gsm8k flexible-extract (`(-?[$0-9.,]{2,})|(-?[0-9]+)`, last match);
-it differs by design on fractions ("1/3" is one number here), comma lists and unicode minus.
-
-Choices: strict takes the last explicit statement ("answer is C", "Answer: (C)", "Correct answer - A",
-"Ans: B", "correct option is B", "#### C", "C is the correct answer", "$\\boxed{C}$"). Flexible also
-takes a letter in the final line written `(C)`, `C)`, `Option C` or alone; failing any letter, the option
-whose text appears in the last answer statement or the final line (numbers compared by value, words
-case-folded; the latest match wins, and a match of the full option text beats a match of its numbers
-alone). A statement naming two different options ("A or C", "(B) and (D)") is no answer (None).
-The article "a" ("a train", "A man") is never option A.
+Numeric flexible: strict if found; else the first number of an ambiguous last statement; else, with no
+statement, the last number in the text. On ordinary outputs this picks the same number as
+lm-evaluation-harness's gsm8k flexible-extract (`(-?[$0-9.,]{2,})|(-?[0-9]+)`, last match); it
+differs by design where a statement is followed by more numbers, on fractions ("1/3" is one number
+here), comma lists, unicode minus and space-grouped thousands in a statement (benchmarks/README.md).
 """
 
 from __future__ import annotations
@@ -32,241 +33,153 @@ from __future__ import annotations
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
-from fractions import Fraction
 
-from scalingdown.data.schema import CHOICE_LETTERS, Problem
+from scalingdown.data.choices import extract_choice
+from scalingdown.data.numbers import Number, find_numbers, format_number, parse_number
+from scalingdown.data.schema import Problem
 
-_NUMBER = re.compile(
-    r"""
-    (?: (?P<sign>(?<![\w)\]])[-\u2212])\$?      # a sign only where it cannot be subtraction
-      | \$(?P<late_sign>[-\u2212])? )?          # "$-5" as well as "-$5"
-    (?<![\d.])                                  # never start inside another number
-    (?: (?P<num>\d+)/(?P<den>\d+)
-      | (?P<decimal>\d{1,3}(?:,\d{3})+(?!\d)(?:\.\d+)? | \d+(?:\.\d+)? | \.\d+) )
-    (?P<percent>%)?
-    """,
-    re.VERBOSE,
+__all__ = [
+    "Scored",
+    "answers_match",
+    "extract_choice",
+    "extract_numeric",
+    "format_number",
+    "majority_vote",
+    "parse_number",
+    "score",
+]
+
+# Trailing whitespace is part of the phrase, so "The answer is:\n\n42" reads the next line.
+_NUMERIC_STATEMENT = re.compile(
+    r"####[ \t]*|\banswer\s+is\b\s*:?\s*|\bfinal\s+answer\b[*_]*\s*[:=][*_\s]*(?=[-−$<(\\\d.])",
+    re.IGNORECASE,
 )
+# "Answer: N", "A: N", "**Answer:** N" - only as the final line, and with a number right after.
+_FINAL_LINE_LABEL = re.compile(r"[ \t>#]*[*_]*(?:answer|a)\b[*_]*\s*:[*_\s]*(?=[-−$<(\\\d.])", re.IGNORECASE)
+_BOXED = re.compile(r"\\boxed\s*\{")
+# A "." inside "3.5" or ".5", or after "Rs" or "approx", does not end a sentence.
+_SENTENCE_END = re.compile(r"\n|[!?;]|(?<!\bRs)(?<!\bapprox)(?<!\bMr)(?<!\bMrs)(?<!\bDr)\.(?!\d)")
+_EQUALS = re.compile(r"[=≈]")
+_CONTENT = re.compile(r"[^\W_]")  # a letter or digit: the statement says something
+_LATEX = [
+    (re.compile(r"\\[dt]?frac\s*\{([^{}]*)\}\s*\{([^{}]*)\}"), r"\1/\2"),
+    (re.compile(r"\\(?:text|mathrm|textbf|mbox)\s*\{([^{}]*)\}"), r" \1 "),
+    (re.compile(r"\{,\}"), ","),  # "1{,}250"
+    (re.compile(r"\\([$%])"), r"\1"),
+    (re.compile(r"\\[,!;: ]|~"), " "),
+]
+# Words that mark one number of a statement as its total: "a total of 5", "8 limbs in total".
+_TOTAL_BEFORE = re.compile(
+    r"\b(?:total|totals|sum|altogether|overall|combined|in\s+all)\b(?:\s+(?:of|is|was|comes\s+to))?"
+    r"\s*[:=]?\s*$",
+    re.IGNORECASE,
+)
+_TOTAL_AFTER = re.compile(
+    r"\s*(?:[^\W\d_]+\s+){0,3}?(?:in\s+total|total|altogether|in\s+all|combined|overall)\b", re.IGNORECASE
+)
+_WITH_VARIABLE = re.compile(r"\d\s*[-+*/×]\s*[^\W\d_]\b|\b[^\W\d_]\s*[-+*/×]\s*\d")
+_LIST_JOIN = re.compile(r"\band\b|,|&|\bplus\b", re.IGNORECASE)
+# What joins a restated total to the list before it: "5 arms and 3 legs, or 8 limbs in total".
+_RESTATES = re.compile(r"\bor\b|\bi\.e\.|\bthat\s+is\b|\bwhich\s+is\b|\bso\b|\bmaking\b|;", re.IGNORECASE)
 
 
 @dataclass(frozen=True)
-class _Number:
-    start: int
-    end: int
-    value: Fraction
-    plain_integer: bool  # an integer without "%" or commas: may be the whole part of a mixed number
+class _Reading:
+    """What one answer statement says: its answer, or (answer None) why it has none."""
+
+    answer: Number | None
+    kind: str  # "number", "ambiguous" (first: its first number), "no number", "empty"
+    first: Number | None = None
 
 
-def _find_numbers(text: str) -> list[_Number]:
-    """Every number in `text`, left to right, with mixed numbers ("1 1/2") joined."""
-    found: list[_Number] = []
-    for match in _NUMBER.finditer(text):
-        negative = bool(match.group("sign") or match.group("late_sign"))
-        if match.group("num") is not None:
-            numerator, denominator = int(match.group("num")), int(match.group("den"))
-            if denominator == 0:
-                continue
-            value = Fraction(numerator, denominator)
-        else:
-            value = Fraction(match.group("decimal").replace(",", ""))
-        # A mixed number is an integer, one space, then an unsigned proper fraction: "1 1/2".
-        proper = match.group(0) == f"{match.group('num')}/{match.group('den')}" and value < 1
-        if proper and found and found[-1].plain_integer and text[found[-1].end : match.start()] == " ":
-            whole = found.pop()
-            joined = whole.value + value if whole.value >= 0 else whole.value - value
-            found.append(_Number(whole.start, match.end(), joined, False))
-            continue
-        plain = (match.group("decimal") or "").isdigit() and not match.group("percent")
-        found.append(_Number(match.start(), match.end(), -value if negative else value, plain))
-    return found
+def _marked_total(sentence: str, numbers: list[Number], index: int) -> bool:
+    """Whether numbers[index] is marked as the statement's total (see the module notes)."""
+    number = numbers[index]
+    before = sentence[numbers[index - 1].end if index else 0 : number.start]
+    if _TOTAL_BEFORE.search(before):
+        return True
+    after = sentence[number.end : numbers[index + 1].start if index + 1 < len(numbers) else len(sentence)]
+    if not _TOTAL_AFTER.match(after):
+        return False
+    return index == 0 or _RESTATES.search(before) is not None
 
 
-def parse_number(text: str) -> Fraction | None:
-    """The value of `text` if it is exactly one number (see the module notes), else None."""
-    candidate = text.strip().removeprefix("+")
-    if candidate.endswith(".") and not candidate.endswith(".."):
-        candidate = candidate[:-1]  # a sentence period: "72."
-    found = _find_numbers(candidate)
-    if len(found) == 1 and found[0].start == 0 and found[0].end == len(candidate):
-        return found[0].value
-    return None
-
-
-def format_number(value: Fraction) -> str:
-    """Canonical text: "29", "-3.5", "0.125"; a value without a finite decimal form as "1/3"."""
-    value = Fraction(value)
-    if value.denominator == 1:
-        return str(value.numerator)
-    rest, twos, fives = value.denominator, 0, 0
-    while rest % 2 == 0:
-        rest, twos = rest // 2, twos + 1
-    while rest % 5 == 0:
-        rest, fives = rest // 5, fives + 1
-    if rest != 1:
-        return f"{value.numerator}/{value.denominator}"
-    places = max(twos, fives)  # the denominator divides 10**places, so this is exact
-    digits = str(abs(value.numerator) * 10**places // value.denominator).rjust(places + 1, "0")
-    sign = "-" if value < 0 else ""
-    return f"{sign}{digits[:-places]}.{digits[-places:]}"
-
-
-# Trailing whitespace is part of the phrase, so "The answer is:\n\n42" reads the next line.
-_NUMERIC_STATEMENT = re.compile(r"####\s*|\banswer\s+is\b\s*:?\s*", re.IGNORECASE)
-_SENTENCE_END = re.compile(r"\n|[!?;]|\.(?!\d)")  # a "." inside "3.5" or ".5" does not end it
-_EQUALS = re.compile(r"[=≈]")
-
-
-def _statement_number(text: str, start: int) -> Fraction | None:
-    """The answer of the sentence that begins at `start`: first number after the last "=", else first."""
-    end = _SENTENCE_END.search(text, start)
-    sentence = text[start : end.start() if end else len(text)]
+def _read_sentence(sentence: str) -> _Reading:
+    """The answer of one statement's sentence (rules in the module notes)."""
+    if not _CONTENT.search(sentence):
+        return _Reading(None, "empty")
     equals = list(_EQUALS.finditer(sentence))
-    after = _find_numbers(sentence[equals[-1].end() :]) if equals else []
-    numbers = after or _find_numbers(sentence)
-    return numbers[0].value if numbers else None
+    if equals:
+        after = find_numbers(sentence[equals[-1].end() :], spaced=True)
+        if after:
+            return _Reading(after[0], "number")
+    numbers = [
+        n for n in find_numbers(sentence, spaced=True) if not (n.start and sentence[n.start - 1].isalpha())
+    ]
+    if not numbers:
+        return _Reading(None, "no number")
+    if _WITH_VARIABLE.search(sentence):
+        return _Reading(None, "ambiguous", numbers[0])  # "18 + x hours": an expression, not a number
+    joins = [sentence[a.end : b.start] for a, b in zip(numbers, numbers[1:], strict=False)]
+    if len({n.value for n in numbers}) == 1 and not any(_LIST_JOIN.search(join) for join in joins):
+        return _Reading(numbers[0], "number")  # "8 (8 apples)", but not "60 dishes and 60 socks"
+    marked = [n for i, n in enumerate(numbers) if _marked_total(sentence, numbers, i)]
+    if len({n.value for n in marked}) == 1:
+        return _Reading(marked[0], "number")
+    return _Reading(None, "ambiguous", numbers[0])
+
+
+def _sentence_after(text: str, start: int) -> str:
+    end = _SENTENCE_END.search(text, start)
+    return text[start : end.start() if end else len(text)]
+
+
+def _boxed_content(text: str, start: int) -> str:
+    """The text inside the braces that open at `start` (nested braces kept), LaTeX made plain."""
+    depth, index = 1, start
+    while index < len(text) and depth:
+        depth += {"{": 1, "}": -1}.get(text[index], 0)
+        index += 1
+    content = text[start : index - 1 if depth == 0 else index]
+    for pattern, replacement in _LATEX:
+        content = pattern.sub(replacement, content)
+    return content
+
+
+def _statements(text: str) -> list[tuple[int, str]]:
+    """(position, sentence) of every final-answer statement in `text`, in reading order."""
+    found = [(m.start(), _sentence_after(text, m.end())) for m in _NUMERIC_STATEMENT.finditer(text)]
+    found += [(m.start(), _boxed_content(text, m.end())) for m in _BOXED.finditer(text)]
+    stripped = text.rstrip()
+    last_line_start = stripped.rfind("\n") + 1
+    label = _FINAL_LINE_LABEL.match(stripped, last_line_start)
+    if label is not None:
+        found.append((label.start(), _sentence_after(stripped, label.end())))
+    return sorted(found, key=lambda item: item[0])
+
+
+def _last_statement(text: str) -> _Reading | None:
+    """The reading of the last statement that says something, or None where there is none."""
+    for _, sentence in reversed(_statements(text)):
+        reading = _read_sentence(sentence)
+        if reading.kind != "empty":
+            return reading
+    return None
 
 
 def extract_numeric(text: str, *, strict: bool) -> str | None:
     """The final numeric answer of `text` as canonical text, or None (rules in the module notes)."""
-    for statement in reversed(list(_NUMERIC_STATEMENT.finditer(text))):
-        value = _statement_number(text, statement.end())
-        if value is not None:
-            return format_number(value)
+    reading = _last_statement(text)
+    if reading is not None:
+        if reading.answer is not None:
+            return format_number(reading.answer.value)
+        if strict or reading.kind == "no number":
+            return None
+        return format_number(reading.first.value)
     if strict:
         return None
-    numbers = _find_numbers(text)
+    numbers = find_numbers(text)
     return format_number(numbers[-1].value) if numbers else None
-
-
-# An option letter: not part of a word, and not "e.g."; ")" may follow ("C)600").
-_LETTER = r"\(?(?P<letter>[A-Ea-e])(?!\w|\.\w)\)?"
-_CHOICE_STATEMENT = re.compile(
-    r"(?i:\bcorrect\s+(?:option|choice)\b|\b(?:answer\b|ans\b\.?)(?:\s+(?:choice|option)\s+is\b)?|\#\#\#\#)"
-    r"(?P<link>(?i:\s|[:=\-–—,$]|\.(?!\s)|\bis\b|\b(?:will|would|should|must)\s+be\b|\beither\b)*)"
-    r"(?P<named>(?i:(?:option|choice)\s*[:\-]?\s*))?" + _LETTER
-)
-_CHOICE_REVERSED = re.compile(  # "C is the correct answer", "option A is correct", "E is the answer"
-    r"(?:(?i:\b(?:option|choice))\s*)?(?<!\w)\(?(?P<letter>[A-E])(?!\w)\)?\s+"
-    r"(?i:is\s+(?:the\s+)?(?:correct|right)\b|is\s+the\s+(?:final\s+)?answer\b)"
-)
-_SECOND_LETTER = re.compile(
-    r"\)?(?:\s*(?:,|/|&|(?i:\bor\b|\band\b))\s*)+(?i:(?:option|choice)\s*)?" + _LETTER
-)
-_LINE_LETTER = re.compile(
-    r"\((?P<paren>[A-Ea-e])\)|(?<![\w(])(?P<bracket>[A-E])\)"
-    r"|(?i:\b(?:option|choice)\s*[:\-]?\s*)\(?(?P<named>[A-Ea-e])(?!\w)"
-)
-_BOXED_LETTER = re.compile(r"\\boxed\{\s*\(?([A-Ea-e])\)?\s*\}")
-_LONE_LETTER = re.compile(r"\W*(?P<letter>[A-Ea-e])\W*")
-_ANSWER_LEAD = re.compile(r"\b(?:answer|ans)\b\s*(?:is\b|[:=\-])?", re.IGNORECASE)
-_WORD = re.compile(r"[^\W\d_]+")
-# Words after "A"/"a" that make it a letter rather than the article: "A is correct", "a or c".
-_LETTER_FOLLOWERS = frozenset("is or and because since as so which but was would should".split())
-_AMBIGUOUS = "ambiguous"
-
-
-def _is_letter(text: str, match: re.Match[str], allowed: set[str]) -> bool:
-    """Whether the matched letter is an option, not the article "a" ("a train", "A man")."""
-    letter = match.group("letter")
-    if letter.upper() not in allowed:
-        return False
-    if letter.upper() != "A":
-        return True
-    rest = text[match.end("letter") :]
-    follower = re.match(r"\)?\s+(\w+)", rest)
-    if follower is not None and follower.group(1).lower() in _LETTER_FOLLOWERS:
-        return True
-    if letter == "a":  # only where nothing else follows: "a train", "a 5% rise", 'a "MUST' are prose
-        return re.match(r"\)?\s*(?:$|[.,;:!?)\n])", rest) is not None
-    return follower is None or not follower.group(1)[0].islower()  # "A man" vs "ANSWER A 8000"
-
-
-def _stated_choice(text: str, allowed: set[str]) -> str | None:
-    """The letter of the last explicit answer statement, `_AMBIGUOUS` if it names two, else None."""
-    matches = [*_CHOICE_STATEMENT.finditer(text), *_CHOICE_REVERSED.finditer(text)]
-    for match in sorted(matches, key=lambda m: m.start(), reverse=True):
-        if not _is_letter(text, match, allowed):
-            continue
-        if match.re is _CHOICE_STATEMENT and match.group("named") and not match.group("link").strip():
-            continue  # "each answer choice: (A) can never be true" lists options, it does not answer
-        letter = match.group("letter").upper()
-        second = _SECOND_LETTER.match(text, match.end("letter"))
-        if second and _is_letter(text, second, allowed) and second.group("letter").upper() != letter:
-            return _AMBIGUOUS
-        return letter
-    return None
-
-
-def _line_choice(line: str, allowed: set[str]) -> str | None:
-    """A letter written `(C)`, `C)`, `Option C` or alone in one line; `_AMBIGUOUS` if two differ."""
-    letters = {
-        (match.group("paren") or match.group("bracket") or match.group("named")).upper()
-        for match in _LINE_LETTER.finditer(line)
-    }
-    lone = _LONE_LETTER.fullmatch(line)
-    if lone:
-        letters.add(lone.group("letter").upper())
-    letters &= allowed
-    if len(letters) > 1:
-        return _AMBIGUOUS
-    return letters.pop() if letters else None
-
-
-def _tokens(text: str) -> list[Fraction | str]:
-    """Numbers (by value) and case-folded words of `text`, in order; punctuation dropped."""
-    numbers = [(n.start, n.value) for n in _find_numbers(text)]
-    words = [(w.start(), w.group(0).casefold()) for w in _WORD.finditer(text)]
-    return [token for _, token in sorted(numbers + words, key=lambda item: item[0])]
-
-
-def _last_end(needle: list, haystack: list) -> int | None:
-    """The end index of the last occurrence of `needle` as a contiguous run in `haystack`."""
-    for start in range(len(haystack) - len(needle), -1, -1):
-        if haystack[start : start + len(needle)] == needle:
-            return start + len(needle)
-    return None
-
-
-def _text_choice(region: str, options: dict[str, str], allowed: set[str]) -> str | None:
-    """The option whose text appears in `region`: the latest full-text match, else the latest by numbers."""
-    region_tokens = _tokens(region)
-    for keep in (lambda token: True, lambda token: isinstance(token, Fraction)):
-        haystack = [token for token in region_tokens if keep(token)]
-        best: dict[tuple[int, int], set[str]] = {}
-        for letter, option_text in options.items():
-            needle = [token for token in _tokens(option_text) if keep(token)]
-            end = _last_end(needle, haystack) if needle and letter.upper() in allowed else None
-            if end is not None:
-                best.setdefault((end, len(needle)), set()).add(letter.upper())
-        if best:
-            letters = best[max(best)]
-            return letters.pop() if len(letters) == 1 else None
-    return None
-
-
-def extract_choice(text: str, options: dict[str, str] | None, *, strict: bool) -> str | None:
-    """The option letter ("A".."E") that `text` answers, or None (rules in the module notes)."""
-    allowed = {letter.upper() for letter in options} if options else set(CHOICE_LETTERS)
-    text = text.replace("*", "")  # markdown emphasis: "**Answer: C**"
-    text = _BOXED_LETTER.sub(r"(\1)", text)  # LaTeX "$\boxed{C}$" reads as "$(C)$"
-    stated = _stated_choice(text, allowed)
-    if stated is not None or strict:
-        return None if stated == _AMBIGUOUS else stated
-    lines = [line.strip() for line in text.splitlines() if line.strip()]
-    if not lines:
-        return None
-    in_line = _line_choice(lines[-1], allowed)
-    if in_line is not None:
-        return None if in_line == _AMBIGUOUS else in_line
-    if not options:
-        return None
-    leads = list(_ANSWER_LEAD.finditer(text))
-    regions = [text[leads[-1].end() :].split("\n", 1)[0]] if leads else []
-    for region in [*regions, lines[-1]]:
-        chosen = _text_choice(region, options, allowed)
-        if chosen is not None:
-            return chosen
-    return None
 
 
 def answers_match(predicted: str | None, gold: str, *, choice: bool) -> bool:

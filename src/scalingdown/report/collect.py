@@ -99,6 +99,8 @@ class TeacherRecord:
     verified_share: float | None = None
     wrong_answer: int | None = None
     arithmetic_error_rationales: int | None = None
+    # Verdict category -> count (teach.verify.CATEGORIES); None in stats.json written before them.
+    categories: dict[str, int] | None = None
     free_accuracy: Accuracy | None = None
     seconds: float | None = None
     rationale_cost: float | None = None
@@ -283,6 +285,8 @@ def read_teacher(name: str, run_dir: Path) -> TeacherRecord:
             setattr(record, key, stats.get(key))
         for key in ("verified_share", "wrong_answer", "arithmetic_error_rationales", "seconds"):
             setattr(record, key, stats.get(key))
+        categories = stats.get("categories")
+        record.categories = categories if isinstance(categories, dict) else None
         record.free_accuracy = _accuracy(stats.get("free_accuracy"))
     if record.error:
         record.missing.append(f"teacher failed: {record.error}")

@@ -116,7 +116,10 @@ TEACHER_COLUMNS = (
     "Kept",
     "Verified",
     "Wrong answer",
-    "Arithmetic errors",
+    "Arithmetic error",
+    "No work",
+    "Inconsistent chain",
+    "Program failed",
     "Free-mode accuracy (n, 95% CI)",
     "Tokens",
     "Cost",
@@ -125,6 +128,17 @@ TEACHER_COLUMNS = (
 
 def _share(count: int | None, share: float | None) -> str:
     return "-" if count is None else f"{count:,} ({100 * (share or 0):.0f}%)"
+
+
+_UNVERIFIED_COLUMNS = ("arithmetic_error", "no_work", "inconsistent_chain", "program_failed")
+
+
+def _category(t: TeacherRecord, name: str) -> int | None:
+    """How many rationales got verdict `name`; for stats.json without categories, the rationales with
+    an arithmetic error (then counted whatever their answer) and nothing for the newer categories."""
+    if t.categories is not None:
+        return t.categories.get(name, 0)
+    return t.arithmetic_error_rationales if name == "arithmetic_error" else None
 
 
 def teacher_cells(t: TeacherRecord) -> list[str]:
@@ -137,7 +151,7 @@ def teacher_cells(t: TeacherRecord) -> list[str]:
         _share(t.kept, t.kept_share),
         _share(t.verified, t.verified_share),
         _num(t.wrong_answer, "{:,}"),
-        _num(t.arithmetic_error_rationales, "{:,}"),
+        *(_num(_category(t, name), "{:,}") for name in _UNVERIFIED_COLUMNS),
         fmt_accuracy(t.free_accuracy) if t.free_accuracy else "-",
         _num(t.rationale_tokens, "{:,}"),
         _num(t.total_cost, "{:.4g}"),

@@ -354,8 +354,9 @@ def teacher_statistics(teachers: list[TeacherRecord], out_dir: Path) -> Plot:
         plot.path = out_dir / f"{plot.name}.png"
         _save(figure, plot.title, plot.path)
     plot.caption = (
-        "Kept: rationales the teach stage kept for training; verified: those whose answer and arithmetic "
-        "checked out; free-mode accuracy: the teacher answering test problems without the gold answer."
+        "Kept: rationales the teach stage kept for training; verified: those whose answer, arithmetic and "
+        "shown work checked out (or whose program returned the gold answer); free-mode accuracy: the "
+        "teacher answering test problems without the gold answer."
     )
     return plot
 

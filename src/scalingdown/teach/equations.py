@@ -9,7 +9,18 @@ exactly (`Fraction`, correct precedence, no `eval`):
   `of` after a percentage or a fraction ("20% of 50", "1/4 of 20");
 - chains: `3 + 4 x 2 = 11`, `5 + 3 = 8 x 2 = 16` (a run-on chain: "= 8 x 2" continues from 8, so a
   side may equal the next side's first number), GSM8K's `48/2 = <<48/2=24>>24` (the annotation is
-  checked on its own and the visible text `48/2 = 24` too), LaTeX's `\\times`, `\\cdot`, `\\div`.
+  checked on its own and the visible text `48/2 = 24` too), LaTeX's `\\times`, `\\cdot`, `\\div`;
+- units inside an equation, as prose rationales write it: "29 species * 7 pairs per species = 203",
+  "$118.54 (speakers) + $106.33 (tires) = $224.87" are read without the words (a phrase of at most six
+  words, spaced from its number, without a word that joins clauses or scales, and not a rate written
+  "7 students/5 minutes"; a single letter is a variable); a run that names two units of one quantity
+  ("2 hours - 10 minutes = 110 minutes", "$5 - 25 cents") may convert in the reader's head, so an
+  equation of it that fails is skipped, not reported (one that holds still counts);
+- a named quantity over several lines: "Total = (8 - 5) + 30" / "Total = 3 + 30" / "Total = 33" is
+  the chain "(8 - 5) + 30 = 3 + 30 = 33", and a line that starts with "=" continues the line before.
+
+`EquationCheck.results` lists the value each checked chain ends at, in reading order: the last one
+is the rationale's last computed value, which verification compares with its stated answer.
 
 A stated result may round the exact value to its own number of decimals, up, down or to nearest
 (`10/3 = 3.33`, `7/2 = 4` buses), but not when the exact value fits those decimals (`7 x 8 = 54`).
@@ -20,39 +31,45 @@ Misreading a correct rationale as wrong is worse than missing an error, so anyth
 clearly arithmetic is skipped: sides with a variable ("x = 5", "2y + 3 = 7"), times and ratios
 ("3:30"), dates and ranges ("2020-2021", "5-10"), powers ("5^2"), function calls ("sqrt(16)"),
 a side whose first number belongs to a word before it ("half of 10 + 2", "3 times 4 + 2", "2 and
-1/2 x 4", "60 students x 2/3", "Week 2 + ..."), a result followed by a scale word ("= 1.5 million",
+1/2 x 4", "Week 2 + ..."), a result followed by a scale word ("= 1.5 million",
 "= 18 000"), a bare number as the first side (often a label), and an equation between two bare
 numbers ("36 = 3", often a unit change whose units were left out). A result followed by "cents" may
 state dollars x 100. Two more readings excuse sloppy notation that is right as meant: "a/b*c" as
 a/(b*c) and "a+b /c+d" as (a+b)/(c+d) when a side has one slash; "25 / 1/3" reads the unspaced 1/3
 as one number.
 
-Measured (see tests/teach/test_verify.py): GSM8K's gold rationales verify at 99.7% (train) and
-99.8% (test), both with and without calculator annotations; the 26 gold rationales flagged state a
-wrong equation as written ("8*3 = 240", "192*100 = $1920"). Of 1,055 real LLM rationales, 11.8% are
-flagged, 123 of them among the 427 with a wrong answer and 2 among the 628 with a right one.
+Measured (see tests/teach/test_verify.py and benchmarks/README.md): GSM8K's gold rationales are
+free of flagged equations at 99.85% (test) and 99.65% (train), with and without calculator
+annotations; the 28 flagged state a wrong equation as written ("8*3 = 240", "1550 cubic inches / 50
+cubic inches/pump = 29 pumps"). Of 1,055 real LLM rationales, 12.1% are flagged, 126 of them among
+the 424 with a wrong answer and 2 among the 631 with a right one. Reading units and named quantities
+raised the equations checked on SVAMP's 3,076 prose rationales from 1,139 to 3,872 (rationales
+with none: 2,141 -> 94) and on GSM8K test's stripped gold from 3,576 to 4,267.
 
 """
 
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from fractions import Fraction
 
-from scalingdown.data.answers import format_number
-
-_TOKEN = re.compile(
-    r"""
-    (?P<num>\$?(?:\d{1,3}(?:,\d{3})+(?!\d)(?:\.\d+)?|\d+(?:\.\d+)?|\.\d+)%?)
-    | (?P<op>[+\-−–*×·÷/]|(?<![^\W\d_])[xX](?![^\W\d_]))
-    | (?P<lp>\() | (?P<rp>\)) | (?P<eq>=)
-    | (?P<word>[^\W\d_]+)
-    | (?P<space>[ \t]+)
-    | (?P<other>.|\n)
-    """,
-    re.VERBOSE,
+from scalingdown.data.numbers import format_number
+from scalingdown.teach.arithmetic import (
+    DIVIDE,
+    JOINING_WORDS,
+    MINUS,
+    SCALE_WORDS,
+    Parser,
+    Tok,
+    evaluate,
+    first_literal,
+    matches_stated,
+    side_values,
+    tokenize,
 )
+from scalingdown.teach.units import mixes_units, without_units
+
 _ANNOTATION = re.compile(r"<<([^<>\n]*)>>")
 _LATEX = [
     (re.compile(r"\\times|\\cdot"), " x "),
@@ -62,245 +79,20 @@ _LATEX = [
     (re.compile(r"\\[dt]?frac\{(\d+(?:\.\d+)?)\}\{(\d+(?:\.\d+)?)\}"), r"\1/\2"),
     (re.compile(r"\*\*|__"), "  "),  # markdown bold, so "**5 + 3 = 8**" is not read as "* * 5"
 ]
-_MINUS = {"-", "−", "–"}
-_TIMES = {"*", "×", "·", "x", "X", "of"}
-_DIVIDE = {"/", "÷"}
-# A number right after one of these words belongs to the phrase, not to the equation that follows.
-_JOINING_WORDS = frozenset(
-    "x times plus minus by over divided multiplied than twice double triple thrice half halves quarter "
-    "quarters third thirds sqrt root log squared cubed".split()
-)
 # A number right after one of these is a label, not a quantity: "Week 2 + Week 3", "day 1 * 2".
 _LABEL_WORDS = frozenset(
     "day week month year step round level page chapter part grade room no number".split()
 )
 _FRACTION_WORDS = frozenset("half halves quarter quarters third thirds fourth fifth tenth".split())
-# After a result these change its value: "= 1.5 million", "= 2 dozen", "= 2 times 5".
-_SCALE_WORDS = frozenset(
-    "k m b bn mn mil million millions billion billions trillion thousand thousands hundred hundreds "
-    "dozen dozens grand lakh crore x times plus minus squared cubed".split()
-)
+_OPERATOR_WORDS = frozenset("x times plus minus".split())
 # An immediately preceding character that lets a side start: not a letter, digit, "^", "." or ":".
 _LEFT_OPEN = set("([{\"'“‘*,;:>")
-
-
-@dataclass(slots=True)
-class _Tok:
-    kind: str
-    text: str
-    start: int
-    end: int
-    value: Fraction = Fraction(0)
-    percent: bool = False
-    decimals: int = 0
-
-
-def _tokenize(text: str) -> list[_Tok]:
-    tokens: list[_Tok] = []
-    for match in _TOKEN.finditer(text):
-        kind, piece = match.lastgroup or "other", match.group(0)
-        tok = _Tok(kind, piece, match.start(), match.end())
-        if kind == "op" and piece in "xX" and not _is_times_x(text, match.start()):
-            tok.kind = "word"
-        elif kind == "num" and re.match(r"\$?0\d", piece):
-            tok.kind = "word"  # "0900", "0130": clock times and codes, not quantities
-        elif kind == "num":
-            digits = piece.lstrip("$").rstrip("%").replace(",", "")
-            tok.value, tok.percent = Fraction(digits), piece.endswith("%")
-            tok.decimals = len(digits.split(".")[1]) if "." in digits else 0
-        tokens.append(tok)
-    # "20 percent" is a percentage; "of" after a percentage or a fraction multiplies.
-    solid = [t for t in tokens if t.kind != "space"]
-    for i, tok in enumerate(solid):
-        if tok.kind != "word" or i == 0:
-            continue
-        before = solid[i - 1]
-        if tok.text.lower() in ("percent", "pct") and before.kind == "num" and not before.percent:
-            before.percent, before.end, tok.kind = True, tok.end, "space"
-        elif tok.text.lower() == "of" and (
-            (before.kind == "num" and before.percent)
-            or (
-                i >= 3
-                and before.kind == "num"
-                and solid[i - 2].text in _DIVIDE
-                and solid[i - 3].kind == "num"
-            )
-        ):
-            tok.kind, tok.text = "op", "of"
-    return tokens
-
-
-def _is_times_x(text: str, at: int) -> bool:
-    """Whether the "x" at `at` multiplies: between numbers, spaced alike ("2 x 3", "2x3", "(1+2) x 4").
-
-    "2x + 3", "4x+12", "x = 5" and "3 x= 6" hold a variable instead.
-    """
-    before, after = text[:at], text[at + 1 :]
-    if before[-1:].isspace() != after[:1].isspace():
-        return False
-    spaced = after[:1].isspace()
-    left, right = before.rstrip(" \t")[-1:], after.lstrip(" \t")
-    # "5 x -3" and "2 x (3 + 4)" multiply; "3x-5" and "0.9X(0.02)" are algebra.
-    operand = r"[-$(]?\.?\d" if spaced else r"\$?\.?\d"
-    return left != "" and (left.isdigit() or left in ")%") and re.match(operand, right) is not None
 
 
 def _normalise(text: str) -> str:
     for pattern, replacement in _LATEX:
         text = pattern.sub(replacement, text)
     return text
-
-
-# ---- parsing and evaluation: expr := term (+|- term)*; term := unary (x|/ unary)*; unary := -unary | atom
-
-
-class _Parser:
-    def __init__(self, tokens: list[_Tok], text: str):
-        self.tokens, self.text, self.i = tokens, text, 0
-
-    def peek(self) -> _Tok | None:
-        return self.tokens[self.i] if self.i < len(self.tokens) else None
-
-    def parse(self):
-        node = self.expr()
-        if self.i != len(self.tokens):
-            raise ValueError("trailing tokens")
-        return node
-
-    def expr(self):
-        node = self.term()
-        while (
-            (tok := self.peek()) is not None and tok.kind == "op" and (tok.text == "+" or tok.text in _MINUS)
-        ):
-            self.i += 1
-            node = ("-" if tok.text in _MINUS else "+", node, self.term())
-        return node
-
-    def term(self):
-        node = self.unary()
-        while (tok := self.peek()) is not None and tok.kind == "op" and (tok.text in _TIMES | _DIVIDE):
-            self.i += 1
-            node = ("/" if tok.text in _DIVIDE else "x", node, self.unary())
-        return node
-
-    def unary(self):
-        tok = self.peek()
-        if tok is not None and tok.kind == "op" and (tok.text == "+" or tok.text in _MINUS):
-            following = self.tokens[self.i + 1] if self.i + 1 < len(self.tokens) else None
-            if following is None or following.start != tok.end:
-                raise ValueError("a sign must touch its number")  # "2 x + 3": x was a variable
-            self.i += 1
-            return ("neg", self.unary()) if tok.text in _MINUS else self.unary()
-        return self.atom()
-
-    def atom(self):
-        tok = self.peek()
-        if tok is None:
-            raise ValueError("missing operand")
-        if tok.kind == "lp":
-            self.i += 1
-            node = self.expr()
-            if (close := self.peek()) is None or close.kind != "rp":
-                raise ValueError("unbalanced parenthesis")
-            self.i += 1
-            return node
-        if tok.kind != "num":
-            raise ValueError(f"unexpected {tok.text!r}")
-        node = self.number()
-        following = self.peek()
-        if (  # a mixed number "1 1/2": a whole number, one space, an unspaced proper fraction
-            node[0] == "lit"
-            and node[1].denominator == 1
-            and not node[2]
-            and following is not None
-            and self.text[tok.end : following.start] == " "
-            and following.kind == "num"
-        ):
-            mark = self.i
-            fraction = self.number()
-            if fraction[0] == "frac" and 0 < fraction[1][1] < fraction[2][1] and fraction[2][3] == 0:
-                return ("lit", node[1] + fraction[1][1] / fraction[2][1], False, 0)
-            self.i = mark
-        return node
-
-    def number(self):
-        """A number, or an unspaced fraction "2/3" read as one value (so "25 / 1/3" is 25 / (1/3))."""
-        tok = self.tokens[self.i]
-        self.i += 1
-        node = ("lit", tok.value, tok.percent, tok.decimals)
-        rest = self.tokens[self.i : self.i + 2]
-        if (
-            len(rest) == 2
-            and rest[0].text in _DIVIDE
-            and rest[1].kind == "num"
-            and tok.end == rest[0].start
-            and rest[0].end == rest[1].start
-            and not tok.percent
-            and not rest[1].percent
-        ):
-            self.i += 2
-            return ("frac", node, ("lit", rest[1].value, False, rest[1].decimals))
-        return node
-
-
-# How a percentage counts: as a fraction ("20% of 50"), as its plain number ("100% - 20% = 80%"),
-# or, after + and -, as a share of the left side ("$800 - 10% = $720", a calculator's reading).
-_PERCENT_READINGS = ("fraction", "plain", "of_left")
-
-
-def _evaluate(node, percent: str = "fraction") -> Fraction:
-    kind = node[0]
-    if kind == "loose":
-        return _evaluate(node[1], percent)
-    if kind == "lit":
-        return node[1] / 100 if node[2] and percent != "plain" else node[1]
-    if kind == "neg":
-        return -_evaluate(node[1], percent)
-    left, right = _evaluate(node[1], percent), _evaluate(node[2], percent)
-    if kind in ("+", "-") and percent == "of_left" and node[2][0] == "lit" and node[2][2]:
-        right = left * right
-    if kind == "+":
-        return left + right
-    if kind == "-":
-        return left - right
-    if kind == "x":
-        return left * right
-    return left / right  # "/" or "frac"; ZeroDivisionError: the caller skips the equation
-
-
-def _values(node) -> set[Fraction]:
-    """The side's value under each reading of its percentages (one value when it has none)."""
-    values = {_evaluate(node, reading) for reading in _PERCENT_READINGS}
-    if node[0] == "loose":
-        for reading in _PERCENT_READINGS:
-            try:
-                values.add(_evaluate(node[2], reading) / _evaluate(node[3], reading))
-            except ZeroDivisionError:
-                pass
-    return values
-
-
-def _matches_stated(value: Fraction, literal) -> bool:
-    """Whether a literal stated result ("3.33", "25%") states `value`, allowing its rounding."""
-    if literal[0] == "frac":  # "8/3": a fraction states its value exactly
-        return value == _evaluate(literal)
-    _, number, percent, decimals = literal
-    stated = [(number, decimals)] + ([(number / 100, decimals + 2)] if percent else [])
-    for target, places in stated:
-        if value == target:
-            return True
-        unit = Fraction(1, 10**places)
-        fits = (value / unit).denominator == 1  # the exact value is writable with these decimals
-        if not fits and abs(value - target) < unit:
-            return True
-    return False
-
-
-def _first_literal(node):
-    """The leftmost number (or unspaced fraction) of a side that starts with one ("8 + 2" -> 8)."""
-    while node[0] in ("+", "-", "x", "/", "loose"):
-        node = node[1]
-    return node if node[0] in ("lit", "frac") else None
 
 
 def _shown(value: Fraction, decimals: int) -> str:
@@ -316,23 +108,23 @@ def _check_pair(left, right, *, cents: bool = False) -> tuple[bool, Fraction]:
     `cents`: the stated result is followed by "cents", so a value in dollars may be stated x 100.
     """
     if right[0] == "lit":
-        values = _values(left) | ({v * 100 for v in _values(left)} if cents else set())
-        return any(_matches_stated(v, right) for v in values), _evaluate(left)
+        values = side_values(left) | ({v * 100 for v in side_values(left)} if cents else set())
+        return any(matches_stated(v, right) for v in values), evaluate(left)
     if left[0] == "lit":  # "... = 24 = 48/2"
-        return any(_matches_stated(v, left) for v in _values(right)), _evaluate(right)
-    left_values = _values(left)
-    if left_values & _values(right):
-        return True, _evaluate(left)
-    first = _first_literal(right)  # run-on: "5 + 3 = 8 + 2 = 10"
-    holds = first is not None and any(_matches_stated(v, first) for v in left_values)
-    return holds, _evaluate(left)
+        return any(matches_stated(v, left) for v in side_values(right)), evaluate(right)
+    left_values = side_values(left)
+    if left_values & side_values(right):
+        return True, evaluate(left)
+    first = first_literal(right)  # run-on: "5 + 3 = 8 + 2 = 10"
+    holds = first is not None and any(matches_stated(v, first) for v in left_values)
+    return holds, evaluate(left)
 
 
-def _side_text(text: str, tokens: list[_Tok]) -> str:
+def _side_text(text: str, tokens: list[Tok]) -> str:
     return " ".join(text[tokens[0].start : tokens[-1].end].split())
 
 
-def _first_side_trusted(text: str, solid: list[_Tok], first: int) -> bool:
+def _first_side_trusted(text: str, solid: list[Tok], first: int) -> bool:
     """Whether a run's first side starts where its expression starts, not inside a phrase."""
     head = solid[first]
     if head.kind == "op":  # "3x +4 - 4", "apples + 3": the expression began before, in words
@@ -348,10 +140,15 @@ def _first_side_trusted(text: str, solid: list[_Tok], first: int) -> bool:
     previous = solid[first - 1] if first > 0 else None
     if previous is None or previous.kind != "word":
         return True
+    at = next((i for i in range(first - 1, -1, -1) if solid[i].kind != "word"), None)
+    if at is not None and solid[at].kind == "op" and text[solid[at].end : solid[at].end + 1] == " ":
+        return False  # "25 classmates + his 1 teacher + 1 = 27" began before the words ("8-year-old" did not)
+    if at and solid[at].kind == "num" and solid[at - 1].kind == "op" and _spaced(text, solid[at - 1]):
+        return False  # "add 20 + 10 decorations to the 29 + 24 already up = 83" (not "1/3 pound is $10")
     word = previous.text.lower()
     earlier = solid[first - 2] if first >= 2 else None
-    if word in _JOINING_WORDS or word in _LABEL_WORDS:
-        return False  # "3 times 4 + 2", "60 students x 2/3", "Week 2 + ..."
+    if word in JOINING_WORDS or word in _LABEL_WORDS:
+        return False  # "3 times 4 + 2", "Week 2 + ..."
     if word == "and" and earlier is not None and earlier.kind == "num" and _fraction_at(solid, first):
         return False  # "2 and 1/2 x 4" (but "8 and 8 x 2 = 16" is an equation)
     return not (
@@ -361,7 +158,7 @@ def _first_side_trusted(text: str, solid: list[_Tok], first: int) -> bool:
     )  # "half of 10 + 2"
 
 
-def _last_side_trusted(text: str, solid: list[_Tok], last: int) -> bool:
+def _last_side_trusted(text: str, solid: list[Tok], last: int) -> bool:
     """Whether a run's last side ends where its number ends: not "3:45", "5^2", "3x", "18 000", "1.5 m"."""
     end = solid[last].end
     after = text[end : end + 2]
@@ -371,7 +168,10 @@ def _last_side_trusted(text: str, solid: list[_Tok], last: int) -> bool:
     if following is None or following.kind != "word":
         return True
     word = following.text.lower()
-    if word[:1].isdigit() or word in _SCALE_WORDS:
+    then_token = solid[last + 2] if last + 2 < len(solid) else None
+    if word in _OPERATOR_WORDS and (then_token is None or then_token.kind not in ("num", "word")):
+        return True  # "4*21 = 84 times." counts times; "= 2 times 5" and "= 10 x S2" multiply
+    if word[:1].isdigit() or word in SCALE_WORDS:
         return False
     then = solid[last + 2].text.lower() if last + 2 < len(solid) else ""
     return not (
@@ -379,20 +179,20 @@ def _last_side_trusted(text: str, solid: list[_Tok], last: int) -> bool:
     )  # "= 2 and 1/2", "= 1 and a half" (but "= 8 and 8 x 2 = 16" ends at 8)
 
 
-def _fraction_at(solid: list[_Tok], index: int) -> bool:
+def _fraction_at(solid: list[Tok], index: int) -> bool:
     """Whether an unspaced fraction "1/2" starts at solid[index]."""
     a, slash, b = (solid[index : index + 3] + [None, None, None])[:3]
     return (
         a is not None
         and b is not None
         and a.kind == "num" == b.kind
-        and slash.text in _DIVIDE
+        and slash.text in DIVIDE
         and a.end == slash.start
         and slash.end == b.start
     )
 
 
-def _with_loose_reading(node, side: list[_Tok], text: str):
+def _with_loose_reading(node, side: list[Tok], text: str):
     """Add the reading "numerator / denominator" to a side with one slash among other operators.
 
     Rationales write "42x12+20x10 /12+10" and "85/40*45" meaning (42x12+20x10)/(12+10) and
@@ -401,25 +201,36 @@ def _with_loose_reading(node, side: list[_Tok], text: str):
     depth, slashes = 0, []
     for index, tok in enumerate(side):
         depth += (tok.kind == "lp") - (tok.kind == "rp")
-        if depth == 0 and tok.text in _DIVIDE:
+        if depth == 0 and tok.text in DIVIDE:
             slashes.append(index)
     operators = sum(tok.kind == "op" for tok in side)
     if len(slashes) != 1 or operators < 2 or node[0] == "lit":
         return node
     try:
-        numerator = _Parser(side[: slashes[0]], text).parse()
-        denominator = _Parser(side[slashes[0] + 1 :], text).parse()
+        numerator = Parser(side[: slashes[0]], text).parse()
+        denominator = Parser(side[slashes[0] + 1 :], text).parse()
     except ValueError:
         return node
     return ("loose", node, numerator, denominator)
 
 
-def _check_run(text: str, solid: list[_Tok], first: int, last: int) -> tuple[int, list[str]]:
-    """Check the arithmetic tokens solid[first:last+1], a run that holds at least one "="."""
+def _stated_value(node) -> Fraction:
+    """The value a side states: a literal's own number ("25%" states 25), else its exact value."""
+    return node[1] if node[0] == "lit" else evaluate(node)
+
+
+def _check_run(
+    text: str, solid: list[Tok], first: int, last: int, *, lenient: bool = False
+) -> tuple[int, list[str], list[Fraction]]:
+    """Check the arithmetic tokens solid[first:last+1], a run that holds at least one "=".
+
+    Returns (equations checked, errors, [the value the run ends at] if it checked any).
+    `lenient`: the run mixes units, so an equation that fails may convert them unwritten: it is
+    neither counted nor reported (one that holds still counts)."""
     run = solid[first : last + 1]
     if not any(t.kind == "op" for t in run):
-        return 0, []  # "x = 5", "1 = 1": nothing is computed
-    sides: list[list[_Tok]] = [[]]
+        return 0, [], []  # "x = 5", "1 = 1": nothing is computed
+    sides: list[list[Tok]] = [[]]
     for tok in run:
         if tok.kind == "eq":
             sides.append([])
@@ -433,9 +244,9 @@ def _check_run(text: str, solid: list[_Tok], first: int, last: int) -> tuple[int
     parsed = []
     for index, (side, ok) in enumerate(zip(sides, trusted, strict=True)):
         node = None
-        if ok and side and not _is_range(side):
+        if ok and side and not _is_range(side) and not _doubled_operator(side):
             try:
-                node = _with_loose_reading(_Parser(side, text).parse(), side, text)
+                node = _with_loose_reading(Parser(side, text).parse(), side, text)
             except ValueError:
                 pass
         if node is not None and node[0] == "lit" and not any(sides[:index]):
@@ -450,21 +261,39 @@ def _check_run(text: str, solid: list[_Tok], first: int, last: int) -> tuple[int
             holds, value = _check_pair(left, right, cents=in_cents and i + 1 == len(sides) - 1)
         except ZeroDivisionError:
             continue
+        if lenient and not holds:
+            continue
         checked += 1
         if not holds:
-            stated = right if right[0] == "lit" else (left if left[0] == "lit" else _first_literal(right))
+            stated = right if right[0] == "lit" else (left if left[0] == "lit" else first_literal(right))
             decimals = stated[3] if stated is not None and stated[0] == "lit" else 1
             equation = f"{_side_text(text, sides[i])} = {_side_text(text, sides[i + 1])}"
             errors.append(f"{equation} (is {_shown(value, decimals)})")
-    return checked, errors
+    if not checked:
+        return 0, [], []
+    try:  # where the run ends: its last readable side ("12/120 = 0.1 = 10%" ends at 10)
+        ends_at = next(_stated_value(node) for node in reversed(parsed) if node is not None)
+    except ZeroDivisionError:
+        return checked, errors, []
+    return checked, errors, [ends_at]
 
 
-def _is_range(side: list[_Tok]) -> bool:
+def _spaced(text: str, tok: Tok) -> bool:
+    return text[tok.start - 1 : tok.start] == " " == text[tok.end : tok.end + 1]
+
+
+def _doubled_operator(side: list[Tok]) -> bool:
+    """ "1 meat *+1": an operator glued to a "+" is a typo, not a unary plus anyone writes."""
+    pairs = zip(side, side[1:], strict=False)
+    return any(a.kind == "op" == b.kind and b.text == "+" and a.end == b.start for a, b in pairs)
+
+
+def _is_range(side: list[Tok]) -> bool:
     """ "2020-2021", "5-10": an unspaced minus between integers where the first is the smaller."""
     for a, op, b in zip(side, side[1:], side[2:], strict=False):
         if (
             a.kind == "num" == b.kind
-            and op.text in _MINUS
+            and op.text in MINUS
             and a.end == op.start
             and op.end == b.start
             and a.decimals == 0 == b.decimals
@@ -474,10 +303,10 @@ def _is_range(side: list[_Tok]) -> bool:
     return False
 
 
-def _check_line(text: str) -> tuple[int, list[str]]:
+def _check_line(text: str) -> tuple[int, list[str], list[Fraction]]:
     """Check every run of arithmetic tokens in one line (an equation never spans lines)."""
-    solid = [t for t in _tokenize(text) if t.kind != "space"]
-    checked, errors = 0, []
+    solid, dropped = without_units(text, [t for t in tokenize(text) if t.kind != "space"])
+    checked, errors, results = 0, [], []
     arithmetic = ("num", "op", "lp", "rp", "eq")
     i = 0
     while i < len(solid):
@@ -487,38 +316,66 @@ def _check_line(text: str) -> tuple[int, list[str]]:
         j = i
         while j + 1 < len(solid) and solid[j + 1].kind in arithmetic:
             j += 1
+        end = solid[j + 1].end if j + 1 < len(solid) else solid[j].end  # with the result's unit
+        mixed = any(solid[i].start <= at < end for at in dropped) and mixes_units(text[solid[i].start : end])
         if any(t.kind == "eq" for t in solid[i : j + 1]):
-            found, wrong = _check_run(text, solid, i, j)
+            found, wrong, ends = _check_run(text, solid, i, j, lenient=mixed)
             checked += found
             errors.extend(wrong)
+            results.extend(ends)
         i = j + 1
-    return checked, errors
+    return checked, errors, results
 
 
-def _check_text(text: str) -> tuple[int, list[str]]:
-    checked, errors = 0, []
-    for line in text.splitlines():
-        if "=" in line:  # most lines hold no equation: skip tokenizing them
-            found, wrong = _check_line(line)
-            checked += found
-            errors.extend(wrong)
-    return checked, errors
+# "Total number of songs = (8 - 5) + 30": a line that gives a named quantity its value.
+_NAMED = re.compile(r"\s*(?P<name>[^\W\d_][^\W\d_' ]*(?: [^\W\d_][^\W\d_']*)*)\s*=(?P<value>[^=]*\d[^=]*)")
 
 
 @dataclass(frozen=True)
 class EquationCheck:
-    """How many equations were recomputed, and one line per wrong one: "7 x 8 = 54 (is 56)"."""
+    """How many equations were recomputed, one line per wrong one ("7 x 8 = 54 (is 56)"), the value
+    each checked chain ends at in reading order (`results[-1]`: the last computed value), and the
+    index of the line (of `text.splitlines()`) each of those chains ends on."""
 
     checked: int
     errors: list[str]
+    results: list[Fraction] = field(default_factory=list)
+    result_lines: list[int] = field(default_factory=list)
 
 
 def check_equations(text: str) -> EquationCheck:
-    """Recompute every equation `text` states (grammar and skips in the module notes)."""
-    text = _normalise(text)
-    checked, errors = 0, []
-    for annotation in _ANNOTATION.findall(text):  # GSM8K calculator annotations: "<<48/2=24>>"
-        found, wrong = _check_text(annotation)
-        checked, errors = checked + found, errors + wrong
-    found, wrong = _check_text(_ANNOTATION.sub("", text))
-    return EquationCheck(checked=checked + found, errors=errors + wrong)
+    """Recompute every equation `text` states (grammar and skips in the module notes).
+
+    GSM8K's calculator annotations ("<<48/2=24>>") are checked on their own, before the visible text
+    of their line. Consecutive lines that name the same quantity are one chain: "Total = (8 - 5) + 30"
+    / "Total = 3 + 30" / "Total = 33" (blank lines between allowed) reads as "Total = (8 - 5) + 30 =
+    3 + 30 = 33", so each step is checked against the next; so is a line that starts with "=" ("= 498"
+    under "Total = 83 * 6").
+    """
+    checked, errors, results, lines = 0, [], [], []
+    chain: list = [None, None, 0]  # [name, the chain's line so far, the index of its last line]
+
+    def check(line: str | None, index: int) -> None:
+        nonlocal checked, errors, results, lines
+        if line is not None and "=" in line:  # most lines hold no equation: skip tokenizing them
+            found, wrong, ends = _check_line(line)
+            checked, errors, results = checked + found, errors + wrong, results + ends
+            lines += [index] * len(ends)
+
+    for index, raw in enumerate(_normalise(text).splitlines()):
+        line = _ANNOTATION.sub("", raw)
+        match = _NAMED.fullmatch(line)
+        name = " ".join(match.group("name").lower().split()) if match else None
+        if name is not None and name == chain[0]:
+            chain[1] += " =" + match.group("value")
+            chain[2] = index
+        elif line.lstrip().startswith("=") and chain[1] is not None:  # "Total = 83 * 6" / "= 498"
+            chain[1] += " " + line.strip()
+            chain[2] = index
+        elif line.strip() or _ANNOTATION.search(raw):
+            check(chain[1], chain[2])
+            chain = [name, line, index]
+        for annotation in _ANNOTATION.findall(raw):
+            check(annotation, index)
+    check(chain[1], chain[2])
+    return EquationCheck(checked=checked, errors=errors, results=results, result_lines=lines)

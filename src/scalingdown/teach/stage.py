@@ -2,7 +2,8 @@
 
 For each teacher, in config order (or cheapest first with cost-aware routing):
   prompts (TinyLLM: in-context examples + teacher-forcing) -> backend behind the SQLite cache ->
-  rationale bodies, deduplicated -> verification (answer, arithmetic) -> policy (keep / drop / flag)
+  rationale bodies, deduplicated -> verification (answer, arithmetic, work; or the program's run)
+  -> policy (keep / drop / flag)
 and, on held-out test problems, a free mode without the gold answer that measures the teacher's own
 accuracy. Every answer is cached the moment it arrives, so a rerun after a crash sends no request
 whose answer is stored; the files below are written atomically once a teacher is done:
@@ -10,7 +11,7 @@ whose answer is stored; the files below are written atomically once a teacher is
   teachers/<name>/rationales.jsonl   kept rationales (problem_id, sample, text, answer, verified, ...)
   teachers/<name>/rejected.jsonl     dropped ones, with the reason, for inspection
   teachers/<name>/free.jsonl         free-mode answers on test problems
-  teachers/<name>/stats.json         kept share, verified share, arithmetic errors, free-mode accuracy
+  teachers/<name>/stats.json         kept share, verified share, counts by verdict category, free accuracy
   teachers/<name>/usage.json         requests, cache hits, retries, failures by reason, tokens, cost
 """
 
@@ -29,8 +30,9 @@ from scalingdown.errors import UserError
 from scalingdown.teach.backend import Request, Result, SamplingParams, TeacherBackend, get_backend
 from scalingdown.teach.cache import CachedBackend, ResponseCache
 from scalingdown.teach.prompts import ExampleSelector, as_chat, build_teacher_prompt, rationale_body
+from scalingdown.teach.sandbox import Sandbox
 from scalingdown.teach.usage import Usage, progress_bar
-from scalingdown.teach.verify import TeacherStats, apply_policy, dedupe, verify_rationale
+from scalingdown.teach.verify import TeacherStats, apply_policy, dedupe, rationale_text, verify_rationale
 
 CACHE_FILE = "cache.sqlite"
 
@@ -167,13 +169,22 @@ def _verify_rows(
 ) -> tuple[list[dict], list[dict], TeacherStats]:
     stats = TeacherStats()
     kept_rows, rejected_rows = [], []
+    sandbox = Sandbox() if teacher.verify == "program" else None  # one worker for all its programs
     for problem in problems:
         result = results.get(problem.id)
         if result is None or not result.ok:
             continue
-        bodies = dedupe([rationale_body(t) for t in result.texts if t.strip()])
+        bodies = dedupe(
+            [rationale_text(t, teacher.verify, rationale_body) for t in result.texts if t.strip()]
+        )
         for sample, body in enumerate(bodies):
-            verdict = verify_rationale(problem, body, check_arithmetic=study.teach.check_arithmetic)
+            verdict = verify_rationale(
+                problem,
+                body,
+                check_arithmetic=study.teach.check_arithmetic,
+                kind=teacher.verify,
+                sandbox=sandbox,
+            )
             kept, flagged = apply_policy(verdict, study.teach.policy)
             stats.add(verdict, kept)
             row = {
@@ -185,12 +196,16 @@ def _verify_rows(
                 "gold": problem.answer,
                 "correct": verdict.correct,
                 "verified": verdict.verified,
+                "category": verdict.category,
+                "reason": verdict.reason,
                 "flagged": flagged,
                 "arithmetic_errors": verdict.arithmetic_errors,
                 # What the teacher was asked: the white-box KL term scores it in this very context.
                 "prompt": prompts.get(problem.id),
             }
             (kept_rows if kept else rejected_rows).append(row)
+    if sandbox is not None:
+        sandbox.close()
     return kept_rows, rejected_rows, stats
 
 
