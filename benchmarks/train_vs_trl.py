@@ -74,12 +74,13 @@ def peak_rss() -> int:
 
 
 def run_ours(args, model_dir: str) -> dict:
+    from accelerate.utils import set_seed
+
     from scalingdown.config import Hyperparameters, LoraSettings
     from scalingdown.train.batching import tokenize_examples
     from scalingdown.train.examples import TrainExample
     from scalingdown.train.loop import train
     from scalingdown.train.students import load_student
-    from accelerate.utils import set_seed
 
     set_seed(0)
     student = load_student(model_dir, method="lora", lora=LoraSettings(r=16, alpha=32, dropout=0.05))
@@ -140,7 +141,10 @@ def run_trl(args, model_dir: str) -> dict:
     model = AutoModelForCausalLM.from_pretrained(model_dir, dtype="float32")
     train_pairs = examples(args.examples)
     dataset = Dataset.from_list([{"prompt": p, "completion": c} for p, c in train_pairs])
-    padding_free = getattr(model.config, "_attn_implementation", "") in ("flash_attention_2", "flash_attention_3")
+    padding_free = getattr(model.config, "_attn_implementation", "") in (
+        "flash_attention_2",
+        "flash_attention_3",
+    )
     config = SFTConfig(
         output_dir=str(Path("/tmp") / f"trl-{os.getpid()}"),
         per_device_train_batch_size=args.batch_size,
@@ -162,7 +166,9 @@ def run_trl(args, model_dir: str) -> dict:
         bf16=False,
         fp16=False,
     )
-    lora = LoraConfig(r=16, lora_alpha=32, lora_dropout=0.05, target_modules="all-linear", task_type="CAUSAL_LM")
+    lora = LoraConfig(
+        r=16, lora_alpha=32, lora_dropout=0.05, target_modules="all-linear", task_type="CAUSAL_LM"
+    )
 
     class Timer(TrainerCallback):  # the optimizer steps' time, without the trainer's set-up
         start = end = 0.0
@@ -236,11 +242,13 @@ def main() -> int:
             print(done.stderr[-3000:], file=sys.stderr)
             return 1
         results[kind] = json.loads(line[len(MARKER) :])
-    print(f"model {args.model}; LoRA r16 all-linear; {args.steps} steps of {args.batch_size} x <= {args.max_length}")
+    shape = f"{args.steps} steps of {args.batch_size} x <= {args.max_length} tokens"
+    print(f"model {args.model}; LoRA r16 all-linear; {shape}")
     print(f"{'':6} {'seconds':>8} {'tokens/s':>9} {'peak RSS':>10} {'held-out loss':>14} {'last logged':>12}")
     for kind, r in results.items():
         print(
-            f"{kind:6} {r['seconds']:8.1f} {r['tokens_per_second']:9.1f} {r['peak_rss_bytes'] / 2**30:8.2f} GB "
+            f"{kind:6} {r['seconds']:8.1f} {r['tokens_per_second']:9.1f} "
+            f"{r['peak_rss_bytes'] / 2**30:8.2f} GB "
             f"{r['heldout_loss']:14.4f} {r['last_logged_loss']:12.4f}"
         )
     ours, trl = results["ours"], results["trl"]

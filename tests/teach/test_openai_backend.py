@@ -62,6 +62,7 @@ def test_faults_every_prompt_answered_or_failed_once():
         start = time.perf_counter()
         results = teacher.generate(requests, SamplingParams(), on_result=seen.append)
         wall = time.perf_counter() - start
+        server.wait_quiet()  # a request the client gave up on may still reach a handler thread
         log = list(server.log)
 
     assert [r.key for r in results] == [r.key for r in requests]
@@ -74,8 +75,11 @@ def test_faults_every_prompt_answered_or_failed_once():
             assert result.error and not result.texts
     faults_seen = Counter(entry.fault for entry in log)
     assert all(faults_seen[name] > 0 for name in ("429", "500", "timeout", "malformed"))
-    # Every attempt reached the server: the first of each request plus its retries.
-    assert len(log) == sum(1 + r.retries for r in results) > len(requests)
+    # The server saw at most every attempt (the first of each request plus its retries): on a loaded
+    # machine a 0.3 s client timeout can expire before a request is even read, an attempt that
+    # never reaches the log. It saw every request at least once, and retries beyond that.
+    attempts = sum(1 + r.retries for r in results)
+    assert len(requests) < len(log) <= attempts
     succeeded = sum(r.ok for r in results)
     assert succeeded >= 498  # a request fails only if 7 attempts in a row hit a 30% fault
     print(
