@@ -47,12 +47,16 @@ def _tensor_bytes(tensor: torch.Tensor) -> int:
 def memory_bytes(model: nn.Module) -> int:
     """Bytes of the model's weights and buffers as they sit in memory (shared tensors once)."""
     seen, total = set(), 0
+    alive = []  # unpacked tensors are new objects: keep them so that no id is reused while counting
     for module in model.modules():
         tensors = list(module.parameters(recurse=False)) + list(module.buffers(recurse=False))
-        packed = getattr(module, "_packed_params", None)  # torch.ao dynamic-quantised linear layers
-        if packed is not None:
+        # torch.ao dynamic-quantised linear layers keep weights in a LinearPackedParams submodule
+        # (its own `_packed_params` is the opaque TorchScript object, skipped here)
+        packed = getattr(module, "_packed_params", None)
+        if isinstance(packed, nn.Module) and hasattr(packed, "_weight_bias"):
             weight, bias = packed._weight_bias()
             tensors += [weight] + ([bias] if bias is not None else [])
+        alive.append(tensors)
         for tensor in tensors:
             if id(tensor) not in seen:
                 seen.add(id(tensor))
