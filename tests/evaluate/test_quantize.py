@@ -13,11 +13,13 @@ from scalingdown.models.loading import load_model
 
 def _without_torchao(monkeypatch) -> None:
     real = importlib.util.find_spec
-    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "torchao" else real(name, *a))
+    monkeypatch.setattr(
+        importlib.util, "find_spec", lambda name, *a: None if name == "torchao" else real(name, *a)
+    )
 
 
 @pytest.mark.parametrize("implementation", ["torchao", "torch.ao"])
-def test_int8_shrinks_the_linear_layers_and_the_model_still_generates(tiny_llama, monkeypatch, implementation):
+def test_int8_shrinks_the_linear_layers_and_the_model_still_runs(tiny_llama, monkeypatch, implementation):
     if implementation == "torchao" and importlib.util.find_spec("torchao") is None:
         pytest.skip("torchao is not installed")
     if implementation == "torch.ao":
@@ -26,7 +28,8 @@ def test_int8_shrinks_the_linear_layers_and_the_model_still_generates(tiny_llama
     model = loaded.model.eval()
     before = memory_bytes(model)
     linear = sum(
-        m.weight.numel() for m in model.modules()
+        m.weight.numel()
+        for m in model.modules()
         if isinstance(m, torch.nn.Linear) and m is not model.get_output_embeddings()
     )
     ids = loaded.tokenizer("Tom has 3 apples.", return_tensors="pt").input_ids
