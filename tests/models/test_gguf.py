@@ -24,7 +24,7 @@ from scalingdown.digests import tree_fingerprint
 from scalingdown.errors import UserError
 from scalingdown.models import gguf, gguf_files
 from scalingdown.models.gguf import RECORD_FILE, materialise
-from scalingdown.models.loading import load_model, load_pretrained
+from scalingdown.models.loading import load_model
 from tests.models.test_pretrain import addition_texts
 from tests.models.tiny_gguf import CHAT_TEMPLATE, tiny_llama, write_gguf
 
@@ -304,19 +304,31 @@ def test_an_architecture_transformers_cannot_read_is_named(tiny, tmp_path, cache
     assert not [p for p in (cache / "gguf").iterdir() if p.is_dir()]
 
 
-def test_a_lora_adapter_on_a_gguf_base_records_the_gguf_file_and_reloads(tiny, tmp_path, monkeypatch, cache):
-    from peft import LoraConfig, TaskType, get_peft_model
+def test_a_lora_student_of_a_gguf_base_records_the_file_and_reloads_after_the_cache_is_cleared(
+    tiny, tmp_path, cache
+):
+    import warnings
 
-    path, _, _ = tiny
-    model, _, _ = load_pretrained(str(path), device=torch.device("cpu"), dtype=torch.float32)
-    adapted = get_peft_model(model, LoraConfig(r=2, target_modules=["q_proj"], task_type=TaskType.CAUSAL_LM))
-    adapter_dir = tmp_path / "student"
-    adapted.save_pretrained(adapter_dir)
-    config = json.loads((adapter_dir / "adapter_config.json").read_text())
+    from scalingdown.config import LoraSettings
+    from scalingdown.train.output import save_student
+    from scalingdown.train.students import load_student
+
+    path, model, _ = tiny
+    student = load_student(
+        str(path),
+        method="lora",
+        lora=LoraSettings(r=2, target_modules=["q_proj"]),
+        device=torch.device("cpu"),
+    )
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        out = save_student(student, tmp_path / "student", metadata={"format": "multitask"})
+    assert not [w for w in caught if "config file" in str(w.message)]  # PEFT's probe of the base is quiet
+    config = json.loads((out / "adapter_config.json").read_text())
     assert config["base_model_name_or_path"] == str(path.resolve())  # the file, not the cache directory
     shutil.rmtree(cache)  # a cleared cache is rebuilt from the file
-    loaded = load_model(str(adapter_dir), device="cpu")
-    assert loaded.num_parameters == sum(p.numel() for p in tiny[1].parameters())  # merged: no lora_ left
+    loaded = load_model(str(out), device="cpu")
+    assert loaded.num_parameters == sum(p.numel() for p in model.parameters())  # merged: no lora_ left
     assert (cache / "gguf").is_dir()
 
 
