@@ -265,7 +265,14 @@ def test_a_file_the_package_lacks_lists_the_ones_it_has(tiny, tmp_path, monkeypa
         "pkg:some_models/three.gguf: package 'some_models' has no file 'three.gguf'; "
         "its GGUF files: a/one.gguf, two.gguf"
     )
-    for bad in ("pkg:some_models", "pkg:some_models/", "pkg:some_models/../x.gguf", "pkg:bad-name/x.gguf"):
+    bad_forms = (
+        "pkg:some_models",
+        "pkg:some_models/",
+        "pkg:some_models/../x",
+        "pkg:some_models//etc/x",
+        "pkg:a-b/x",
+    )
+    for bad in bad_forms:
         assert "write pkg:PACKAGE/FILE" in _one_line_error(materialise, bad)
 
 

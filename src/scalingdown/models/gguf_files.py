@@ -115,8 +115,14 @@ def source_files(spec: str) -> list[Path] | None:
 
 def _locate_in_package(spec: str) -> GgufSource:
     package, _, relative = spec[len(PACKAGE_PREFIX) :].partition("/")
-    parts = PurePosixPath(relative).parts
-    if not all(p.isidentifier() for p in package.split(".")) or not parts or ".." in parts:
+    inner = PurePosixPath(relative)
+    parts = inner.parts
+    if (
+        not all(p.isidentifier() for p in package.split("."))
+        or not parts
+        or ".." in parts
+        or inner.is_absolute()
+    ):
         raise UserError(f"not a package file; write {PACKAGE_FORM}", path=spec)
     root = _package_dir(package, spec)
     candidate = root.joinpath(*parts)
@@ -264,6 +270,7 @@ def _record_sha256(source: GgufSource) -> str | None:
 
 
 def check_magic(source: GgufSource) -> None:
+    """A `UserError` unless the file starts with GGUF's magic bytes (a renamed or damaged file)."""
     with source.files[0].open("rb") as handle:
         head = handle.read(len(MAGIC))
     if head != MAGIC:
