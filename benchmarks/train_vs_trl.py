@@ -209,9 +209,10 @@ def child(args) -> None:
     import torch
 
     torch.set_num_threads(args.threads)
-    from scalingdown.models.loading import resolve_model_source
+    from scalingdown.models.gguf import materialise
+    from scalingdown.models.gguf_files import is_gguf_source
 
-    model_dir = resolve_model_source(args.model)
+    model_dir = str(materialise(args.model)) if is_gguf_source(args.model) else args.model
     result = run_ours(args, model_dir) if args.child == "ours" else run_trl(args, model_dir)
     print(MARKER + json.dumps(result), flush=True)
 

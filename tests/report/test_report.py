@@ -13,6 +13,7 @@ import pytest
 from scalingdown.artifacts import write_json, write_jsonl
 from scalingdown.config import (
     ModelConfig,
+    PublishedScore,
     ReportConfig,
     StudentConfig,
     StudyConfig,
@@ -333,3 +334,42 @@ def test_an_evaluation_of_another_test_set_stays_out_of_the_report(tmp_path: Pat
     assert stale.accuracy is None and not stale.predictions
     assert any("is stale (data/test.jsonl changed since)" in note for note in stale.missing)
     assert records.model("s-mid").accuracy is not None and records.model("ref").accuracy is not None
+
+
+def test_a_published_accuracy_is_shown_beside_the_measured_one(tmp_path: Path) -> None:
+    study = build_fake_run(tmp_path)
+    published = PublishedScore(value=1.4, setting="5-shot, lighteval", source="model card")
+    study.models[0] = study.models[0].model_copy(update={"published": published})
+    index = run_report_stage(study, settings=SETTINGS)
+    cell = "published: 1.4% (5-shot, lighteval; model card)"
+
+    readme = (index.parent / "README.md").read_text(encoding="utf-8")
+    header = next(line for line in readme.splitlines() if line.startswith("| Model |"))
+    columns = [c.strip() for c in header.strip("|").split("|")]
+    at = columns.index("Accuracy (n, 95% CI)")
+    assert columns[at + 1] == "Published accuracy"
+    rows = {
+        r.split("|")[1].strip(): [c.strip() for c in r.strip("|").split("|")]
+        for r in readme.splitlines()
+        if r.startswith("| ") and not r.startswith("| Model")
+    }
+    assert rows["ref"][at].startswith("50.0% (n=200, 95% CI") and rows["ref"][at + 1] == cell
+    assert rows["s-small"][at + 1] == "-"
+    assert "harnesses move a model's accuracy by 15-30 points" in readme
+
+    page = index.read_text(encoding="utf-8")
+    ref_row = re.search(r'<tr class="reference">(.*?)</tr>', page).group(1)
+    cells = re.findall(r"<td>(.*?)</td>", ref_row)
+    assert cells[at].startswith("50.0% (n=200, 95% CI") and cells[at + 1] == cell
+
+    with (index.parent / "results.csv").open(encoding="utf-8") as handle:
+        by_name = {row["name"]: row for row in csv.DictReader(handle)}
+    assert float(by_name["ref"]["published_accuracy"]) == pytest.approx(0.014)
+    assert by_name["ref"]["published_setting"] == "5-shot, lighteval"
+    assert by_name["ref"]["published_source"] == "model card"
+    assert by_name["s-small"]["published_accuracy"] == ""
+
+
+def test_without_published_figures_the_table_has_no_published_column(report: Path) -> None:
+    readme = (report.parent / "README.md").read_text(encoding="utf-8")
+    assert "Published accuracy" not in readme and "published:" not in report.read_text(encoding="utf-8")

@@ -137,6 +137,22 @@ def test_options_and_sampling_reach_vllm_and_results_keep_request_order(stand_in
     assert (results[0].prompt_tokens, results[0].completion_tokens) == (3, 2 + 3)
 
 
+def test_a_gguf_model_reaches_vllm_as_its_converted_directory(stand_in_vllm, monkeypatch, tmp_path):
+    import scalingdown.teach.vllm_backend as vllm_backend
+
+    asked = []
+    monkeypatch.setattr(
+        vllm_backend, "materialise", lambda spec: asked.append(spec) or tmp_path / "converted"
+    )
+    backend = VLLMBackend({"model": "pkg:some_models/teacher.Q4_0.gguf"})
+    backend.generate([Request("a", "one two")], SamplingParams())
+    (llm,) = _StandInLLM.created
+    assert asked == ["pkg:some_models/teacher.Q4_0.gguf"] and llm.kwargs["model"] == str(
+        tmp_path / "converted"
+    )
+    assert backend.model == "pkg:some_models/teacher.Q4_0.gguf"  # the name the cache and the stats keep
+
+
 def test_chat_without_a_template_is_rendered_as_text(stand_in_vllm, monkeypatch):
     monkeypatch.setattr(_StandInLLM, "chat_template", None)
     (result,) = VLLMBackend({"model": "m"}).generate([Request("q", MESSAGES)], SamplingParams())

@@ -1,1 +1,2 @@
-"""Models: loading Hugging Face models from an id or a path, and the tiny-model factory."""
+"""Models: loading Hugging Face models from an id, a path or a GGUF file (converted once), and the
+tiny-model factory."""

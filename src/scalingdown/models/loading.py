@@ -5,6 +5,9 @@ picks device and dtype, readies the tokenizer for batched generation, and turns 
 can be wrong into one `UserError` line that names it. A string is tried as a Hub id only when it is
 not an existing path and looks like "org/name"; with `HF_HUB_OFFLINE=1` no network is touched.
 A saved LoRA student (a PEFT adapter directory) loads too: its base, with the adapter merged in.
+A GGUF model (a `.gguf` file, or `pkg:PACKAGE/FILE` inside an installed package) is converted once
+into a cached Hugging Face directory (`scalingdown.models.gguf`) and loaded from there, so every
+stage, student and teacher takes GGUF models alike.
 `load_pretrained` is the shared first half, also used to build students for training.
 """
 
@@ -36,6 +39,7 @@ from transformers import (  # noqa: E402 - after the loggers above are quietened
 from transformers.utils import logging as hf_logging  # noqa: E402
 
 from scalingdown.errors import UserError  # noqa: E402
+from scalingdown.models.gguf_files import PACKAGE_PREFIX, is_gguf_source  # noqa: E402
 
 # Our own progress bars say what is happening; transformers' per-file bars would only add noise.
 hf_logging.disable_progress_bar()
@@ -94,13 +98,21 @@ def resolve_dtype(dtype: str, device: torch.device) -> torch.dtype:
 
 
 def _locate(name_or_path: str) -> tuple[str, bool]:
-    """Check the name before anything loads; returns (name, is_hub_id)."""
+    """Check the name before anything loads; returns (name, is_hub_id). A GGUF model's name is its
+    converted directory in the cache (converted now, the first time)."""
     if not name_or_path.strip():
         raise UserError("model path: empty; give a local model directory or a Hub id like org/name")
+    if is_gguf_source(name_or_path):
+        from scalingdown.models.gguf import materialise
+
+        return str(materialise(name_or_path)), False
     path = Path(name_or_path).expanduser()
     if path.exists():
         if not path.is_dir():
-            raise UserError("not a Hugging Face model directory (a file, not a folder)", path=name_or_path)
+            raise UserError(
+                "not a Hugging Face model directory (a file, not a folder; a GGUF file's name ends in .gguf)",
+                path=name_or_path,
+            )
         if not (path / "config.json").is_file():
             raise UserError("not a Hugging Face model directory (no config.json)", path=name_or_path)
         return str(path), False
@@ -138,7 +150,8 @@ def load_pretrained(
     model. The model is returned as transformers gives it (no padding side, no eval mode);
     `quantization_config` (e.g. a `BitsAndBytesConfig`) is passed through to `from_pretrained`.
     """
-    name, from_hub = _locate(str(name_or_path))
+    asked = str(name_or_path)
+    name, from_hub = _locate(asked)
     # Offline, only files already in the local cache are used and nothing waits on the network.
     options = {"local_files_only": True} if from_hub and hub_offline() else {}
 
@@ -173,7 +186,18 @@ def load_pretrained(
             raise _hub_failure(name, exc) from None
         first = str(exc).strip().splitlines()[0]
         raise UserError(f"incomplete model directory ({first})", path=name) from None
+    if is_gguf_source(asked):
+        # What an adapter trained on this model records as its base (PEFT reads `name_or_path`): the
+        # GGUF source, not the cache directory, which may be cleared and is rebuilt from it.
+        model.name_or_path = gguf_base_name(asked)
     return model, tokenizer, is_seq2seq
+
+
+def gguf_base_name(name: str) -> str:
+    """A GGUF source as a base model name that means the same from any working directory."""
+    if name.strip().startswith(PACKAGE_PREFIX):
+        return name.strip()
+    return str(Path(name).expanduser().resolve())
 
 
 def adapter_base(adapter_dir: str | Path) -> str:
@@ -192,10 +216,14 @@ def adapter_base(adapter_dir: str | Path) -> str:
     base = config.get("base_model_name_or_path") if isinstance(config, dict) else None
     if not isinstance(base, str) or not base.strip():
         raise UserError("the adapter config names no base model (base_model_name_or_path)", path=config_path)
+    if base.strip().startswith(PACKAGE_PREFIX):
+        return base  # a file inside an installed package: no path to resolve
     candidate = Path(base).expanduser()
-    if candidate.is_dir():
+    # A GGUF base is a file (converted when it loads); any other local base is a directory.
+    exists = Path.is_file if is_gguf_source(base) else Path.is_dir
+    if exists(candidate):
         return str(candidate)
-    if not candidate.is_absolute() and (adapter_dir / candidate).is_dir():
+    if not candidate.is_absolute() and exists(adapter_dir / candidate):
         return str(adapter_dir / candidate)
     if not candidate.exists() and HUB_ID.match(base):
         return base
@@ -242,7 +270,8 @@ def load_model(
 ) -> LoadedModel:
     """Load a causal or seq2seq LM and its tokenizer, in eval mode, on `device` in `dtype`.
 
-    `name_or_path` is a model directory, a Hub id, or a saved LoRA student (adapter_config.json
+    `name_or_path` is a model directory, a Hub id, a GGUF model (a `.gguf` file or
+    `pkg:PACKAGE/FILE`, converted once into the cache), or a saved LoRA student (adapter_config.json
     and no config.json): its base is loaded, the adapter applied and merged. Causal models get left
     padding (so a batch of prompts ends where generation starts) and, when the tokenizer has no pad
     token, eos as pad.

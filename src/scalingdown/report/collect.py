@@ -11,6 +11,9 @@ One `ModelRecord` per evaluated (or expected) model and one `TeacherRecord` per 
     teachers/<name>/stats.json, usage.json, free.jsonl  rationale statistics, cost, free-mode answers
     manifest.json                                     time and cost of each stage
 
+A model of the config's `models` list may carry a `published` accuracy (with its setting and
+source); the record keeps it so the report shows it beside the measured one.
+
 A missing or unreadable file never raises: the record lists what is missing and why, and the report
 shows it. A model's kind: a name in `report.references` is a reference; otherwise a student, a
 teacher or a model, by the config list that names it.
@@ -23,7 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from scalingdown.artifacts import iter_jsonl, read_json
-from scalingdown.config import StudyConfig
+from scalingdown.config import PublishedScore, StudyConfig
 from scalingdown.digests import file_digest
 from scalingdown.errors import UserError
 from scalingdown.evaluate.metrics import Accuracy, accuracy
@@ -55,6 +58,7 @@ class ModelRecord:
     student_format: str | None = None  # "multitask" | "single"
     teacher_cost: float | None = None  # price of those teachers' rationales (usage.json)
     teacher_tokens: int | None = None
+    published: PublishedScore | None = None  # a figure from elsewhere (models[].published)
     predictions: list[dict] = field(default_factory=list, repr=False)  # {"id", "correct"} per problem
     missing: list[str] = field(default_factory=list)
     # Replicates (a student trained once per seed): seed -> {problem id: correct}; `accuracy` is then
@@ -340,9 +344,10 @@ def collect_run(study: StudyConfig, references: list[str]) -> RunRecords:
     test_digest = file_digest(run_dir / "data" / "test.jsonl")
     failures = _read_optional(run_dir / "students" / "summary.json", run_dir, [], None) or {}
 
+    published = {m.name: m.published for m in study.models}
     models = []
     for name in names:
-        record = ModelRecord(name=name, kind=kind_of(name, study, references))
+        record = ModelRecord(name=name, kind=kind_of(name, study, references), published=published.get(name))
         is_teacher = name in teachers
         if is_teacher and not (run_dir / "eval" / name).is_dir():
             if name not in references and not (run_dir / "teachers" / name / "free.jsonl").is_file():

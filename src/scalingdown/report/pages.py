@@ -1,7 +1,8 @@
 """The report's pages: index.html (self-contained), README.md and results.csv.
 
 Both pages say the same things in the same order: the findings in plain words, a table of every
-model (each accuracy with its n and 95% CI), the plots, the teachers' statistics, the run's stages,
+model (each accuracy with its n and 95% CI, and beside it a published accuracy with its setting and
+source where the config gives one), the plots, the teachers' statistics, the run's stages,
 how to read the numbers, and what is missing. index.html embeds its plots as base64 PNG data URIs
 and its CSS inline, so it opens from disk with no network; every piece of user text is escaped.
 """
@@ -14,6 +15,7 @@ import html
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from scalingdown.config import PublishedScore
 from scalingdown.evaluate.metrics import Accuracy
 from scalingdown.report.collect import ModelRecord, RunRecords, TeacherRecord
 from scalingdown.report.costs import format_amount
@@ -105,6 +107,27 @@ def model_cells(m: ModelRecord) -> list[str]:
         _teacher_bill(m),
         "+".join(m.teachers) if m.teachers else "-",
     ]
+
+
+PUBLISHED_COLUMN = "Published accuracy"
+
+
+def fmt_published(published: PublishedScore | None) -> str:
+    if published is None:
+        return "-"
+    return f"published: {published.value:g}% ({published.setting}; {published.source})"
+
+
+def model_table(models: list[ModelRecord]) -> tuple[list[str], list[list[str]]]:
+    """The model table's columns and rows. When any model has a published accuracy it gets a column
+    right after ours, so the two figures are read side by side."""
+    columns, rows = list(MODEL_COLUMNS), [model_cells(m) for m in models]
+    if any(m.published is not None for m in models):
+        at = columns.index("Accuracy (n, 95% CI)") + 1
+        columns.insert(at, PUBLISHED_COLUMN)
+        for model, row in zip(models, rows, strict=True):
+            row.insert(at, fmt_published(model.published))
+    return columns, rows
 
 
 TEACHER_COLUMNS = (
@@ -255,6 +278,13 @@ def finding_lines(content: ReportContent) -> list[str]:
 
 
 def method_lines(content: ReportContent) -> list[str]:
+    published = []
+    if any(m.published is not None for m in content.records.models):
+        published = [
+            "A published accuracy comes from its source's own harness and setting (prompt, shots, answer "
+            "extraction), not from this run; on GSM8K harnesses move a model's accuracy by 15-30 points, "
+            "so models are compared on the accuracy measured here."
+        ]
     return [
         "A single run's accuracy interval is the Wilson 95% score interval over the n test problems; a "
         "student trained with several seeds shows the mean over seeds and problems with a two-level "
@@ -280,6 +310,7 @@ def method_lines(content: ReportContent) -> list[str]:
         "Costs use report.price_per_hour and price_per_1k_tokens (device-seconds when both are 0): per "
         "1,000 questions served in batches, per correct answer, and the break-even number of correct "
         "answers after which a student's teachers and training are paid back (paired bootstrap interval).",
+        *published,
     ]
 
 
@@ -374,7 +405,7 @@ def render_html(content: ReportContent, images: dict[str, bytes]) -> str:
         parts.append(_html_list(extra))
     parts.append('<h2 id="models">Models</h2>')
     models = content.records.models
-    parts.append(_html_table(MODEL_COLUMNS, [model_cells(m) for m in models], [m.kind for m in models]))
+    parts.append(_html_table(*model_table(models), [m.kind for m in models]))
     if content.costs:
         parts.append('<h2 id="costs">Costs</h2>')
         parts.append(_html_table(*cost_table(content)))
@@ -433,7 +464,7 @@ def render_markdown(content: ReportContent) -> str:
     if not content.findings:
         out += ["No reference models are configured (report.references), so there is nothing to beat.", ""]
     out += [f"- {line}" for line in finding_lines(content)] + [""]
-    out += ["## Models", ""] + _md_table(MODEL_COLUMNS, [model_cells(m) for m in rec.models])
+    out += ["## Models", ""] + _md_table(*model_table(rec.models))
     if content.costs:
         out += ["## Costs", ""] + _md_table(*cost_table(content))
     out += ["## Plots", ""]
@@ -463,7 +494,8 @@ CSV_COLUMNS = tuple(
     "name kind source parameters accuracy correct n ci_low ci_high strict_accuracy seconds_per_problem "
     "tokens_per_second peak_memory_bytes peak_memory_kind train_seconds train_steps train_tokens final_loss "
     "trainable_parameters teachers student_format teacher_cost teacher_tokens prompt_format weight_bytes "
-    "quantized_from quantization seeds per_seed_accuracy missing".split()
+    "quantized_from quantization seeds per_seed_accuracy published_accuracy published_setting "
+    "published_source missing".split()
 )
 
 
@@ -491,6 +523,12 @@ def results_rows(records: RunRecords, findings: list[Finding]) -> tuple[list[str
             per_seed_accuracy=" ".join(f"{x['accuracy']:.4f}" for x in m.per_seed) or None,
             missing="; ".join(m.missing) or None,
         )
+        if m.published is not None:  # a fraction, as `accuracy` is; the config gives percent
+            row.update(
+                published_accuracy=m.published.value / 100,
+                published_setting=m.published.setting,
+                published_source=m.published.source,
+            )
         for f in findings:
             c = f.comparisons.get(m.name)
             if c is not None:

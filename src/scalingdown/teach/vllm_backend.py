@@ -43,6 +43,8 @@ from typing import TYPE_CHECKING, Any, Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 from scalingdown.errors import UserError, exception_line
+from scalingdown.models.gguf import materialise
+from scalingdown.models.gguf_files import is_gguf_source
 from scalingdown.teach.backend import (
     OnResult,
     Request,
@@ -66,7 +68,10 @@ class VLLMOptions(BaseModel):
 
     model_config = ConfigDict(extra="forbid", strict=True)
 
-    model: str = Field(description="Hugging Face model id or local model directory.")
+    model: str = Field(
+        description="Hugging Face model id, local model directory, or GGUF model (a .gguf file or "
+        "pkg:PACKAGE/FILE, converted once into a cached directory that vLLM loads)."
+    )
     tensor_parallel_size: int = Field(1, ge=1, description="GPUs that split each layer (tensor parallel).")
     pipeline_parallel_size: int = Field(1, ge=1, description="GPUs that hold successive layers.")
     dtype: Literal["auto", "float16", "bfloat16", "float32"] = Field(
@@ -131,7 +136,10 @@ class VLLMBackend(TeacherBackend):
         vllm = import_vllm()  # raises UserError when missing, before anything else
         if self._llm is None and self._load_error is None:
             try:
-                self._llm = vllm.LLM(**self.engine_kwargs())
+                kwargs = self.engine_kwargs()
+                if is_gguf_source(kwargs["model"]):  # vLLM gets the converted Hugging Face directory
+                    kwargs["model"] = str(materialise(kwargs["model"]))
+                self._llm = vllm.LLM(**kwargs)
             except Exception as exc:
                 hint = ""
                 with contextlib.suppress(Exception):

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import json
 import shutil
+import warnings
 from pathlib import Path
 
 from scalingdown.artifacts import atomic_directory, write_json
@@ -62,7 +63,11 @@ def save_student(
         # PEFT writes adapter_config.json + adapter_model.safetensors; transformers config.json +
         # model.safetensors. Both default to safetensors; saying so guards against a changed default.
         gathered = {} if state_dict is None else {"state_dict": state_dict}
-        student.model.save_pretrained(tmp, safe_serialization=True, **gathered)
+        with warnings.catch_warnings():
+            # PEFT looks for the base's config.json to see whether the vocabulary grew; a GGUF base (a
+            # .gguf file or pkg: name) has none there, and a student's vocabulary is never resized.
+            warnings.filterwarnings("ignore", message="Could not find a config file in")
+            student.model.save_pretrained(tmp, safe_serialization=True, **gathered)
         student.tokenizer.save_pretrained(tmp)
         write_json(tmp / STUDENT_FILE, meta)
         (tmp / CARD_FILE).write_text(model_card(meta), encoding="utf-8")

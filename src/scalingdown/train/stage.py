@@ -89,6 +89,8 @@ def white_box_teachers(
     rationale feature of theirs gets the teacher's own prompt + the same target (`train.white_box`)."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
+    from scalingdown.models.gguf import materialise
+    from scalingdown.models.gguf_files import is_gguf_source
     from scalingdown.teach.hf_backend import render_prompt
     from scalingdown.train.white_box import WhiteBox, add_teacher_inputs
 
@@ -98,6 +100,8 @@ def white_box_teachers(
         if teacher.backend != "hf" or task is None:
             continue
         path = local_teacher_path(teacher, study)
+        if is_gguf_source(path):  # a GGUF teacher: its converted directory (converted once, cached)
+            path = str(materialise(path))
         try:
             teacher_tokenizer = AutoTokenizer.from_pretrained(path)
         except (OSError, ValueError) as exc:
