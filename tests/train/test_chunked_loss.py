@@ -160,7 +160,10 @@ def test_a_tiny_model_gets_the_same_losses_and_gradients_as_with_full_logits(arc
     # The white-box term's rows: the same logits as cut from the full ones.
     rows = torch.tensor([True, False, True])
     torch.testing.assert_close(
-        rows_logits(rows), _target_logits(logits[rows], batch["labels"][rows], shift=True), rtol=1e-5, atol=1e-5
+        rows_logits(rows),
+        _target_logits(logits[rows], batch["labels"][rows], shift=True),
+        rtol=1e-5,
+        atol=1e-5,
     )
 
 

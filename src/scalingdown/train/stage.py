@@ -24,6 +24,9 @@ from scalingdown.errors import UserError
 from scalingdown.train.examples import build_examples, data_hash, load_rationales, student_prompt_record
 
 STUDENT_FILE = "scalingdown.json"
+# Hyperparameters that trade memory for compute and leave the trained weights as they are (the
+# recomputed activations are the same numbers), so they are not part of a student's inputs key.
+SAME_RESULT_SETTINGS = {"gradient_checkpointing"}
 
 
 def student_dir(run_dir: Path, name: str) -> Path:
@@ -164,7 +167,9 @@ def inputs_key(study: StudyConfig, index: int, inputs: StudentInputs) -> str:
     """What a trained student depends on: its spec, the resolved LoRA settings and hyperparameters
     (shipped defaults included), the seed, the examples it learns (train problems and kept
     rationales, in order), the rationale files they came from, and a local base model's weights.
-    White-box teachers' weights count too when the KL term is on."""
+    White-box teachers' weights count too when the KL term is on. Settings that change how much
+    memory training takes but not what it computes (`SAME_RESULT_SETTINGS`) are left out: turning
+    them on or off does not make a trained student stale."""
     spec = study.students[index]
     base = tree_fingerprint(spec.path) if spec.path is not None else None
     white_box = []
@@ -174,11 +179,15 @@ def inputs_key(study: StudyConfig, index: int, inputs: StudentInputs) -> str:
             for t in study.teachers
             if t.name in inputs.teachers and t.backend == "hf"
         ]
+    record = spec.model_dump(mode="json")
+    record["hyperparameters"] = {
+        k: v for k, v in record["hyperparameters"].items() if k not in SAME_RESULT_SETTINGS
+    }
     return digest(
         [
-            spec.model_dump(mode="json"),
+            record,
             inputs.lora.model_dump(mode="json"),
-            inputs.hp.model_dump(mode="json"),
+            inputs.hp.model_dump(mode="json", exclude=SAME_RESULT_SETTINGS),
             study.seed,
             data_hash(inputs.examples),
             inputs.rationale_files,
@@ -221,7 +230,13 @@ def train_student(
     # The adapter's initial weights come from the global RNG: seeded here, a student is the same
     # whichever students were trained before it in this process (one `run` or one SLURM array job).
     set_seed(study.seed)
-    student = load_student(base, method=spec.method, lora=lora, where=where)
+    student = load_student(
+        base,
+        method=spec.method,
+        lora=lora,
+        gradient_checkpointing=hp.gradient_checkpointing,
+        where=where,
+    )
     task_names = list(weights_by_task)
     task_index = {name: i for i, name in enumerate(task_names)}
     features = tokenize_examples(
