@@ -219,3 +219,19 @@ def test_no_tensor_of_every_position_by_the_vocabulary_lives_until_the_backward_
     chunked = largest_vocab_tensor(StudentLoss(model, is_seq2seq=False, chunk_size=5))
     # What is left: the head's weight (V, H), and the model's own last-position logits (B, 1, V).
     assert chunked <= max(3, 32) * VOCAB
+
+
+def test_under_mixed_precision_the_head_runs_in_the_forward_pass_autocast():
+    # As Accelerate does for bf16: the model's forward is wrapped in autocast; the chunked head runs
+    # outside that forward, so StudentLoss must enter the same autocast (else float32 logits).
+    model = with_lora(tiny("llama")).train()
+    model.forward = torch.autocast("cpu", dtype=torch.bfloat16)(model.forward)
+    batch = token_batch(seed=4)
+    loss = StudentLoss(model, is_seq2seq=False, autocast=lambda: torch.autocast("cpu", dtype=torch.bfloat16))
+    dtypes = []
+    loss.head.register_forward_hook(lambda _m, _a, out: dtypes.append(out.dtype))
+    got, _ = loss(model, batch)
+    assert loss.chunked  # bf16 rounding does not fail the check of the head
+    assert set(dtypes) == {torch.bfloat16}
+    expected, _ = StudentLoss(model, is_seq2seq=False, chunked=False)(model, batch)
+    torch.testing.assert_close(got, expected, rtol=2e-2, atol=1e-2)
