@@ -221,13 +221,22 @@ def test_no_tensor_of_every_position_by_the_vocabulary_lives_until_the_backward_
     assert chunked <= max(3, 32) * VOCAB
 
 
-def test_under_mixed_precision_the_head_runs_in_the_forward_pass_autocast():
-    # As Accelerate does for bf16: the model's forward is wrapped in autocast; the chunked head runs
-    # outside that forward, so StudentLoss must enter the same autocast (else float32 logits).
-    model = with_lora(tiny("llama")).train()
-    model.forward = torch.autocast("cpu", dtype=torch.bfloat16)(model.forward)
+@pytest.mark.parametrize("lora", [True, False])
+def test_under_mixed_precision_the_head_runs_in_the_forward_pass_autocast(lora):
+    # Accelerate's bf16: the model's forward wrapped in autocast, its outputs cast back to float32
+    # (as `Accelerator.prepare` does it). The chunked head runs outside that forward, so StudentLoss
+    # must enter the same autocast (else its logits would be float32, twice the memory).
+    from types import MethodType
+
+    from accelerate.utils import convert_outputs_to_fp32
+
+    model = tiny("llama")
+    model = (with_lora(model) if lora else model).train()
+    forward = torch.autocast("cpu", dtype=torch.bfloat16)(model.forward.__func__)
+    model.forward = MethodType(convert_outputs_to_fp32(forward), model)
     batch = token_batch(seed=4)
     loss = StudentLoss(model, is_seq2seq=False, autocast=lambda: torch.autocast("cpu", dtype=torch.bfloat16))
+    assert loss.chunked  # the wrapped forward still shows its logits_to_keep
     dtypes = []
     loss.head.register_forward_hook(lambda _m, _a, out: dtypes.append(out.dtype))
     got, _ = loss(model, batch)

@@ -35,8 +35,8 @@ full logits from then on, with a warning.
 
 Full logits (the plain path) are also used for seq2seq students (T5 rescales its decoder's output
 before the head in some configurations, and its labels feed the decoder), for models whose forward
-takes no `logits_to_keep` (older GPT-2 style ports), and when the loop says so (FSDP and DeepSpeed
-ZeRO-3 shard the head's weight outside the model's forward, so it cannot be called from here).
+takes no `logits_to_keep` (older or remote-code architectures), and when the loop says so (FSDP and
+DeepSpeed ZeRO-3 shard the head's weight outside the model's forward, so it cannot be called here).
 """
 
 from __future__ import annotations
