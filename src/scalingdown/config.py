@@ -334,6 +334,11 @@ class Hyperparameters(_Strict):
     max_grad_norm: float = Field(1.0, gt=0, description="Gradient clipping norm.")
     max_length: int = Field(512, ge=16, description="Longest tokenised example; longer ones are cut.")
     group_by_length: bool = Field(True, description="Batch examples of similar length to avoid padding.")
+    gradient_checkpointing: bool = Field(
+        False,
+        description="Recompute each layer's activations in the backward pass instead of keeping them: "
+        "less memory, about a third more compute (lora and full; qlora always has it on).",
+    )
     mixed_precision: Literal["auto", "no", "bf16", "fp16"] = Field(
         "auto", description="'auto': bf16 on a GPU that has it, else fp16 on a GPU, else none."
     )

@@ -230,3 +230,28 @@ def test_default_device_follows_local_rank_only_on_a_gpu(monkeypatch):
         assert default_device() == torch.device("cuda", 1 % torch.cuda.device_count())
     else:
         assert default_device() == torch.device("cpu")
+
+
+@pytest.mark.parametrize(("arch", "method"), [("llama", "lora"), ("llama", "full"), ("t5", "lora")])
+def test_gradient_checkpointing_recomputes_layers_and_gives_the_same_gradients(bases, arch, method):
+    from scalingdown.train.chunked_loss import transformers_model
+
+    grads, calls = {}, {}
+    for on in (False, True):
+        torch.manual_seed(0)  # the same adapter initialisation both times
+        student = load_student(
+            str(bases[arch]), method=method, lora=LORA, device=CPU, gradient_checkpointing=on
+        )
+        model = transformers_model(student.model)
+        assert model.is_activation_checkpointing == on
+        feed_forward = next(m for m in model.modules() if type(m).__name__.endswith(("MLP", "LayerFF")))
+        calls[on] = 0
+        # A pre-hook: the recomputation stops as soon as it has what the backward needs, inside the block.
+        feed_forward.register_forward_pre_hook(lambda *_, on=on: calls.__setitem__(on, calls[on] + 1))
+        student.model(**training_batch(student)).loss.backward()
+        grads[on] = {n: p.grad for n, p in student.model.named_parameters() if p.requires_grad}
+    assert calls == {False: 1, True: 2}  # with it on, the backward pass runs the layer again
+    assert grads[True].keys() == grads[False].keys()
+    for name, grad in grads[True].items():
+        assert grad is not None, name
+        torch.testing.assert_close(grad, grads[False][name], rtol=1e-6, atol=1e-7, msg=name)

@@ -131,6 +131,24 @@ def test_seeded_tiny_run_pins_its_losses(taught_run, tmp_path):
 PINNED_FIRST_LOSSES = [17.3363, 16.4465, 15.7229]
 
 
+def test_gradient_checkpointing_trains_the_same_student_and_leaves_it_done(taught_run, tmp_path):
+    plain, checkpointed = tmp_path / "plain", tmp_path / "checkpointed"
+    for run in (plain, checkpointed):
+        _copy_run(taught_run, run)
+    hp = {**FAST, "max_steps": 4}
+    on = {**hp, "gradient_checkpointing": True}
+    run_train_stage(_study(plain, method="lora", hyperparameters=hp), progress=False)
+    # It changes memory, not the result: a student trained without it is not retrained with it.
+    assert run_train_stage(_study(plain, method="lora", hyperparameters=on), progress=False)["s"].get(
+        "skipped"
+    )
+    run_train_stage(_study(checkpointed, method="lora", hyperparameters=on), progress=False)
+    meta = {run: read_json(run / "students" / "s" / "scalingdown.json") for run in (plain, checkpointed)}
+    assert meta[checkpointed]["hyperparameters"]["gradient_checkpointing"] is True
+    assert meta[checkpointed]["losses"] == pytest.approx(meta[plain]["losses"], abs=1e-6)
+    assert meta[checkpointed]["inputs_digest"] == meta[plain]["inputs_digest"]
+
+
 def read_json_losses(run: Path) -> list[float]:
     run_train_stage(_study(run), progress=False)
     return read_json(run / "students" / "s" / "scalingdown.json")["losses"]

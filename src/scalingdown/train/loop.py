@@ -1,7 +1,8 @@
 """The training loop: one readable file over Accelerate (DDP, FSDP and DeepSpeed come from its config).
 
 Per optimizer step: `grad_accumulation` micro-batches of length-grouped examples, the TinyLLM loss
-(weighted answer and rationale tasks, plus an optional white-box KL term against local teachers),
+(weighted answer and rationale tasks, scored chunk by chunk over target positions by
+`train.chunked_loss`, plus an optional white-box KL term against local teachers),
 clipping, the schedule. Every `checkpoint_every` steps the full state (model, optimizer, scheduler,
 RNG, position in the data) is saved atomically; a rerun resumes from the newest complete checkpoint
 and ends where an uninterrupted run would. `train_log.jsonl` gets a line every `log_every` steps.
@@ -25,7 +26,8 @@ from scalingdown.artifacts import read_json, write_json
 from scalingdown.config import Hyperparameters
 from scalingdown.errors import UserError
 from scalingdown.train.batching import collate, length_grouped_batches, random_batches
-from scalingdown.train.objective import example_losses, multitask_loss, per_task_means
+from scalingdown.train.chunked_loss import StudentLoss
+from scalingdown.train.objective import multitask_loss, per_task_means
 from scalingdown.train.white_box import WhiteBox, collate_teacher, white_box_term
 
 STATE_FILE = "trainer_state.json"  # written last into a checkpoint: its presence marks it complete
@@ -152,6 +154,18 @@ def train(
     # the list taken before `prepare` would clip tensors that never get a gradient, i.e. nothing.
     params = [p for p in model.parameters() if p.requires_grad]
     accelerator.register_for_checkpointing(scheduler)
+    # Cross-entropy over target positions in chunks, never the (tokens x vocab) logits whole; FSDP and
+    # ZeRO-3 keep the head's weight sharded outside the model's forward, so they score full logits.
+    sharded = accelerator.distributed_type == DistributedType.FSDP or (
+        accelerator.distributed_type == DistributedType.DEEPSPEED
+        and accelerator.state.deepspeed_plugin.zero_stage == 3
+    )
+    student_loss = StudentLoss(
+        accelerator.unwrap_model(model),
+        is_seq2seq=is_seq2seq,
+        chunked=not sharded,
+        autocast=accelerator.autocast,
+    )
     for teacher in white_box:
         teacher.model.to(accelerator.device).eval().requires_grad_(False)
     if hp.report_to:
@@ -195,16 +209,11 @@ def train(
                 batch.update(collate_teacher(chosen, pad_id))
             batch = {k: v.to(accelerator.device) for k, v in batch.items()}
             with accelerator.accumulate(model), _batch_must_fit(hp):
-                output = model(
-                    input_ids=batch["input_ids"],
-                    attention_mask=batch["attention_mask"],
-                    **({"labels": batch["labels"]} if is_seq2seq else {}),
-                )
-                per_example = example_losses(output.logits, batch["labels"], shift=not is_seq2seq)
+                per_example, student_logits = student_loss(model, batch)
                 loss = multitask_loss(per_example, weight_tensor[index].to(per_example.device))
                 if white_box:
                     loss = loss + kl_weight * white_box_term(
-                        output.logits, batch, white_box, kl_kind, is_seq2seq
+                        student_logits, batch, white_box, kl_kind, is_seq2seq
                     )
                 accelerator.backward(loss)
                 if accelerator.sync_gradients:

@@ -30,6 +30,9 @@ the gradient of the one big batch. (A per-batch token mean, or per-task means in
 be linear, and each rank/micro-batch would weigh its examples differently.) A short last batch is the
 only exception; its examples weigh B / len(batch) times more than in a full one.
 
+`example_losses` takes full logits (B, T, V); the training loop computes the same values without
+them, over target positions only and a chunk at a time (`train.chunked_loss`, checked against this).
+
 `kl_divergence` is the white-box term: the student's next-token distribution pulled towards a local
 teacher's that shares its tokenizer (forward KL(teacher || student), or Jensen-Shannon).
 """

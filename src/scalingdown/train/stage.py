@@ -32,6 +32,10 @@ from scalingdown.layout import (
 )
 from scalingdown.train.examples import build_examples, data_hash, load_rationales, student_prompt_record
 
+# Hyperparameters that trade memory for compute and leave the trained weights as they are (the
+# recomputed activations are the same numbers), so they are not part of a student's inputs key.
+SAME_RESULT_SETTINGS = {"gradient_checkpointing"}
+
 
 def process_state():
     """Accelerate's view of the processes. Without CUDA, several processes (torchrun, `accelerate launch`)
@@ -172,7 +176,9 @@ def inputs_key(study: StudyConfig, index: int, inputs: StudentInputs, seed: int 
     """What a trained student depends on: its spec, the resolved LoRA settings and hyperparameters
     (shipped defaults included), the seed, the examples it learns (train problems and kept
     rationales, in order), the rationale files they came from, and a local base model's weights.
-    White-box teachers' weights count too when the KL term is on."""
+    White-box teachers' weights count too when the KL term is on. Settings that change how much
+    memory training takes but not what it computes (`SAME_RESULT_SETTINGS`) are left out: turning
+    them on or off does not make a trained student stale."""
     spec = study.students[index]
     base = tree_fingerprint(spec.path) if spec.path is not None else None
     white_box = []
@@ -182,11 +188,15 @@ def inputs_key(study: StudyConfig, index: int, inputs: StudentInputs, seed: int 
             for t in study.teachers
             if t.name in inputs.teachers and t.backend == "hf"
         ]
+    record = spec.model_dump(mode="json")
+    record["hyperparameters"] = {
+        k: v for k, v in record["hyperparameters"].items() if k not in SAME_RESULT_SETTINGS
+    }
     return digest(
         [
-            spec.model_dump(mode="json"),
+            record,
             inputs.lora.model_dump(mode="json"),
-            inputs.hp.model_dump(mode="json"),
+            inputs.hp.model_dump(mode="json", exclude=SAME_RESULT_SETTINGS),
             effective_seed(study, seed),
             data_hash(inputs.examples),
             inputs.rationale_files,
@@ -232,7 +242,13 @@ def train_student(
     # The adapter's initial weights come from the global RNG: seeded here, a student is the same
     # whichever students were trained before it in this process (one `run` or one SLURM array job).
     set_seed(run_seed)
-    student = load_student(base, method=spec.method, lora=lora, where=where)
+    student = load_student(
+        base,
+        method=spec.method,
+        lora=lora,
+        gradient_checkpointing=hp.gradient_checkpointing,
+        where=where,
+    )
     task_names = list(weights_by_task)
     task_index = {name: i for i, name in enumerate(task_names)}
     features = tokenize_examples(

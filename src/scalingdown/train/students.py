@@ -11,6 +11,9 @@ model's config and a bad name is one `UserError` line. It readies the tokenizer 
          `prepare_model_for_kbit_training`, then the same LoRA wiring. Needs CUDA and bitsandbytes.
 - full:  every parameter trains.
 
+With `gradient_checkpointing` (lora, full) each layer's activations are recomputed in the backward
+pass instead of kept (`enable_checkpointing`); qlora turns it on anyway.
+
 Explicit target module names are checked against the model before PEFT sees them, so a typo names
 the config key and the model's linear modules instead of failing deep inside PEFT.
 """
@@ -161,6 +164,25 @@ def _with_lora(model: nn.Module, lora: LoraSettings, *, is_seq2seq: bool, model_
         raise UserError(f"{where}.lora.target_modules: {first}") from None
 
 
+def enable_checkpointing(model: nn.Module, *, where: str) -> None:
+    """Activation checkpointing on every layer, non-reentrant (torch's recommended variant: it needs
+    no input that requires grad and works with inputs that carry none).
+
+    transformers then also makes the input embeddings' output require grad (its
+    `enable_input_require_grads`): with a frozen base (LoRA) nothing before the first layer would,
+    and a checkpointed layer must still pass gradients back to the adapters inside it.
+    """
+    if not getattr(model, "supports_gradient_checkpointing", False):
+        raise UserError(
+            f"{where}.hyperparameters.gradient_checkpointing: {type(model).__name__} does not support it"
+        )
+    kwargs = {"use_reentrant": False}
+    if hasattr(model, "activation_checkpointing_enable"):  # transformers >= 5.x; the old name is deprecated
+        model.activation_checkpointing_enable(activation_checkpointing_kwargs=kwargs)
+    else:
+        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs=kwargs)
+
+
 def load_student(
     base: str,
     *,
@@ -168,6 +190,7 @@ def load_student(
     lora: LoraSettings,
     device: torch.device | None = None,
     dtype: torch.dtype = torch.float32,
+    gradient_checkpointing: bool = False,
     where: str = "students[0]",
 ) -> Student:
     """Load `base` (Hub id or local directory) as a student to train with `method`.
@@ -177,6 +200,7 @@ def load_student(
     bfloat16, or float16 on a GPU without it). A local `base` is recorded
     as an absolute path, so the saved adapter finds its base from any working directory. The
     model comes back in train mode; `where` is the config key that errors name.
+    `gradient_checkpointing` turns on activation checkpointing for lora and full (qlora always has it).
     """
     if method not in METHODS:
         raise UserError(f"{where}.method: {method!r} is not one of {', '.join(METHODS)}")
@@ -207,6 +231,8 @@ def load_student(
     if model.config.pad_token_id is None:
         model.config.pad_token_id = tokenizer.pad_token_id
 
+    if gradient_checkpointing and method != "qlora":
+        enable_checkpointing(model, where=where)
     if method == "full":
         for param in model.parameters():
             param.requires_grad_(True)

@@ -17,7 +17,7 @@ target tokens, so the two sides always hold the same number of positions.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import torch
@@ -102,7 +102,7 @@ def _target_logits(logits: Tensor, labels: Tensor, *, shift: bool) -> Tensor:
 
 
 def white_box_term(
-    student_logits: Tensor,
+    student_logits: Tensor | Callable[[Tensor], Tensor],
     batch: dict[str, Tensor],
     white_box: Sequence[WhiteBox],
     kind: str,
@@ -111,8 +111,11 @@ def white_box_term(
     """KL between each white-box teacher (on its own prompt) and the student, on that teacher's
     rationale rows, scaled by the rows' share of the batch so the term stays linear in examples.
 
-    student_logits (B, L, V); batch as `collate` + `collate_teacher` make it. Returns a scalar."""
-    term = student_logits.new_zeros(())
+    student_logits: the student's logits (B, L, V), or a function from a (B,) bool row mask to those
+    rows' logits at their target positions, (n, V) in position order: what `chunked_loss.StudentLoss`
+    gives, which never holds every row's logits. batch as `collate` + `collate_teacher` make it.
+    Returns a scalar."""
+    term = torch.zeros((), device=batch["input_ids"].device)
     if not white_box:
         return term
     size = batch["input_ids"].shape[0]
@@ -125,7 +128,10 @@ def white_box_term(
                 input_ids=batch["teacher_input_ids"][rows],
                 attention_mask=batch["teacher_attention_mask"][rows],
             ).logits
-        student = _target_logits(student_logits[rows], batch["labels"][rows], shift=not is_seq2seq)
+        if isinstance(student_logits, Tensor):
+            student = _target_logits(student_logits[rows], batch["labels"][rows], shift=not is_seq2seq)
+        else:
+            student = student_logits(rows)
         reference = _target_logits(teacher_logits, batch["teacher_labels"][rows], shift=True)
         if student.shape[0] != reference.shape[0]:  # a bug, not a user mistake: the sides must align
             raise RuntimeError(
