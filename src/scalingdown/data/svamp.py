@@ -174,7 +174,10 @@ def local_split_file(folder: str | Path, split: str) -> Path:
         raise UserError(f"SVAMP has no split {split!r} (known: {', '.join(SPLITS)})")
     folder = Path(folder)
     if not folder.is_dir():
-        raise UserError("SVAMP data path is not a folder" if folder.exists() else "SVAMP data path does not exist", path=folder)
+        raise UserError(
+            "SVAMP data path is not a folder" if folder.exists() else "SVAMP data path does not exist",
+            path=folder,
+        )
     candidate = folder / LOCAL_FILES[split]
     if not candidate.is_file():
         found = ", ".join(sorted(p.name for p in folder.glob("*.json"))) or "no .json files"
