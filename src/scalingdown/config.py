@@ -58,8 +58,8 @@ class SyntheticConfig(_Strict):
 class DataConfig(_Strict):
     """Where the problems come from and how many to keep."""
 
-    dataset: Literal["gsm8k", "aqua_rat", "synthetic"] = Field(
-        "synthetic", description="Data set: 'gsm8k', 'aqua_rat' or 'synthetic'."
+    dataset: Literal["gsm8k", "aqua_rat", "svamp", "synthetic"] = Field(
+        "synthetic", description="Data set: 'gsm8k', 'aqua_rat', 'svamp' or 'synthetic'."
     )
     path: str | None = Field(
         None,

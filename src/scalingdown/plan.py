@@ -12,8 +12,11 @@ from pathlib import Path
 from scalingdown.config import StudyConfig, TeacherConfig, TinyModelConfig
 from scalingdown.errors import UserError
 
-# Split sizes of the real data sets, for planning before the data stage has run.
-KNOWN_SIZES = {"gsm8k": (7473, 1319), "aqua_rat": (97467, 254)}
+# Split sizes of the real data sets, for planning before the data stage has run: on the Hub, and
+# where a local copy has other splits (SVAMP's ReFT files: 3,076 MAWPS/ASDiv-A train problems and the
+# 1,000 challenge problems as test; the Hub cuts the challenge problems 700 / 300).
+KNOWN_SIZES = {"gsm8k": (7473, 1319), "aqua_rat": (97467, 254), "svamp": (700, 300)}
+LOCAL_SIZES = {"svamp": (3076, 1000)}
 CHARS_PER_TOKEN = 4
 TEACHER_PROMPT_CHARS = 600  # the built-in teacher-forcing template around a question, without examples
 
@@ -43,7 +46,8 @@ def split_sizes(study: StudyConfig) -> tuple[int, int]:
     if data.dataset == "synthetic":
         train, test = data.synthetic.n_train, data.synthetic.n_test
     else:
-        train, test = KNOWN_SIZES[data.dataset]
+        local = LOCAL_SIZES.get(data.dataset) if data.path is not None else None
+        train, test = local or KNOWN_SIZES[data.dataset]
     return min(train, data.train_limit or train), min(test, data.test_limit or test)
 
 

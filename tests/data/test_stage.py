@@ -6,6 +6,7 @@ import io
 import json
 import re
 from pathlib import Path
+from typing import get_args
 
 import pytest
 from rich.console import Console
@@ -24,10 +25,14 @@ def gsm8k_row(question: str, answer: int) -> str:
 
 
 def test_known_datasets_and_unknown_name() -> None:
-    assert set(known_datasets()) == {"gsm8k", "aqua_rat", "synthetic"}
+    assert set(known_datasets()) == {"gsm8k", "aqua_rat", "svamp", "synthetic"}
+    # Every name the config accepts has a loader, and no loader is unreachable from a config.
+    assert set(known_datasets()) == set(get_args(DataConfig.model_fields["dataset"].annotation))
     # The config's Literal stops this name in YAML; the registry is the second line of defence.
     config = DataConfig().model_copy(update={"dataset": "mmlu"})
-    with pytest.raises(UserError, match=r"unknown data set 'mmlu' \(known: aqua_rat, gsm8k, synthetic\)"):
+    with pytest.raises(
+        UserError, match=r"unknown data set 'mmlu' \(known: aqua_rat, gsm8k, svamp, synthetic\)"
+    ):
         load_splits(config, seed=0)
 
 

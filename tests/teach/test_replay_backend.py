@@ -185,3 +185,106 @@ def test_teacher_samples_mapped_to_real_gsm8k_problems(teacher_samples, gsm8k_di
     )
     assert len(by_question) == len(rows)  # no two rows share a question
     assert mapped["train"] | mapped["test"] == set(by_question)  # every row maps to some problem
+
+
+PROGRAM = (
+    "def solution():\n"
+    '    """tom has 3 apples . he gets 4 more . how many ?"""\n'
+    "    apples = 3\n"
+    "    # the answer is the sum\n"
+    "    result = apples + 4\n"
+    "    return result"
+)
+
+
+def reft_row(item_id, question, answer_cot, answer_value="7.0") -> dict:
+    return {"item_id": item_id, "question": question, "answer_cot": answer_cot, "answer_value": answer_value}
+
+
+def write_list(path, rows) -> str:
+    path.write_text(json.dumps(rows, indent=2), encoding="utf-8")
+    return str(path)
+
+
+def test_reft_rows_map_by_item_id_to_svamp_ids_and_keep_programs_whole(tmp_path):
+    path = write_list(
+        tmp_path / "train_python.json",
+        [
+            reft_row("svamp_1", "tom has 3 apples . he gets 4 more . how many ?", f"\n{PROGRAM}\n"),
+            reft_row("svamp_2", "a b c ?", "def solution():\n    return 2", "2.0"),
+            reft_row("gsm8k_5", "Ann has 5 pens. How many?", "Ann has 5. Therefore, the answer is <5>."),
+        ],
+    )
+    backend = ReplayBackend({"model": path})
+    by_id, renamed, gsm8k, same_text, hub = backend.generate(
+        [
+            ask("svamp-1", "not the question the file holds"),
+            ask("svamp-2"),
+            ask("gsm8k-train-00005", "ann has 5 pens.  how many?"),
+            # Another local SVAMP item that reads like svamp_1: another problem, so not recorded.
+            ask("svamp-40", "tom has 3 apples . he gets 4 more . how many ?"),
+            # A Hub problem has no ReFT item_id: the question is all there is to go by.
+            ask("svamp-chal-9", "Tom has 3 apples . He gets 4 more . How many ?"),
+        ],
+        SamplingParams(),
+    )
+    assert by_id.texts == [PROGRAM]  # only the ends stripped: lines, indentation and comment kept
+    assert renamed.texts == ["def solution():\n    return 2"]
+    assert gsm8k.texts == ["Ann has 5. Therefore, the answer is <5>."]  # no svamp id: by question
+    assert same_text.not_recorded and same_text.error == f"no rationale for this question in {path}"
+    assert hub.texts == [PROGRAM]
+
+
+@pytest.mark.parametrize(
+    ("rows", "message"),
+    [
+        (
+            [reft_row("svamp_1", "q ?", "a"), reft_row("svamp_1", "q ?", "b")],
+            "item 1: item_id 'svamp_1' appears twice (first at item 0)",
+        ),
+        ([reft_row("svamp_1", "q ?", None)], "item 0: field 'answer_cot' should be a string, got null"),
+        ([reft_row("svamp_1", "q ?", ["x"])], "item 0: field 'answer_cot' should be a string, got list"),
+        ([reft_row(" ", "q ?", "a")], "item 0: a row with 'answer_cot' needs a non-empty 'item_id'"),
+        (
+            [{"question": "q ?", "answer_cot": "a"}],
+            "item 0: a row with 'answer_cot' needs a non-empty 'item_id'",
+        ),
+    ],
+)
+def test_bad_reft_files_name_the_item(tmp_path, rows, message):
+    path = write_list(tmp_path / "bad.json", rows)
+    with pytest.raises(UserError) as info:
+        ReplayBackend.from_options({"model": path})
+    assert str(info.value) == f"{path}: {message}"
+
+
+@pytest.mark.parametrize(
+    ("name", "rows", "recorded"), [("train_nl.json", 3076, 3076), ("train_python.json", 3043, 3023)]
+)
+def test_reft_files_map_onto_the_svamp_train_problems(name, rows, recorded):
+    """Every row of both recorded teachers answers exactly one SVAMP train problem, or none: the
+    program file holds 20 programs for items that are in neither split, and 53 train problems have
+    no program: those are 'not recorded', not failures."""
+    from scalingdown.data.svamp import load_svamp
+    from tests.conftest import shared_path
+
+    folder = shared_path("svamp_reft")
+    train, test = load_svamp("train", folder), load_svamp("test", folder)
+    backend = ReplayBackend({"model": str(folder / name)})
+    assert len(backend.index.rows) == rows
+    used: dict[int, list[str]] = {}  # row -> the problems it answers
+    for problem in (*train, *test):
+        for row in backend.index.find({"problem_id": problem.id, "question": problem.question}):
+            used.setdefault(id(row), []).append(problem.id)
+    assert all(len(ids) == 1 for ids in used.values())  # no row answers two problems
+    assert not {ids[0] for ids in used.values()} & {p.id for p in test}  # nor a test problem
+    results = backend.generate([ask(p.id, p.question) for p in train], SamplingParams())
+    assert sum(r.ok for r in results) == len(used) == recorded
+    assert sum(r.not_recorded for r in results) == 3076 - recorded  # 0 prose, 53 programs missing
+    unused = [row for row in backend.index.rows if id(row) not in used]
+    assert len(unused) == rows - recorded  # 0 prose rows, 20 programs
+    assert not {row.problem_id for row in unused} & {p.id for p in (*train, *test)}
+    raw = {r["item_id"]: r["answer_cot"] for r in json.loads((folder / name).read_text(encoding="utf-8"))}
+    for problem, result in zip(train, results, strict=True):
+        if result.ok:
+            assert result.texts == [raw[problem.meta["item_id"]].strip()]  # the file's text, unchanged

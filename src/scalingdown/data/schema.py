@@ -28,7 +28,7 @@ class Problem(BaseModel):
     rationale: str | None = Field(
         default=None, description="Gold worked solution as plain text (calculator annotations stripped)."
     )
-    source: str = Field(description="Data set name: 'gsm8k', 'aqua_rat' or 'synthetic'.")
+    source: str = Field(description="Data set name: 'gsm8k', 'aqua_rat', 'svamp' or 'synthetic'.")
     split: str = Field(description="'train' or 'test' (or the source's own split name).")
     meta: dict[str, Any] = Field(
         default_factory=dict, description="Source-specific extras, e.g. the annotated GSM8K rationale."

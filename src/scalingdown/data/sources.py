@@ -11,7 +11,11 @@ Local copies (`data.path`) must be folders, since the data stage needs both spli
 - aqua_rat: `test.json` is the test split; the train split is `train.json` if the folder has one,
   else `dev.json` (254 rows). The public release ships only dev and test, and the 97,467-row train
   split lives on the Hub only, so a local AQuA-RAT study trains on dev: small, but real.
-Without `data.path` both come from the Hugging Face Hub (`openai/gsm8k` main, `deepmind/aqua_rat` raw).
+- svamp: the ReFT layout, `train_nl.json` (3,076 MAWPS + ASDiv-A problems) and `test.json` (the
+  1,000 SVAMP challenge problems); the Hub's `ChilleD/SVAMP` is another split of the challenge
+  problems alone (700 / 300), see `scalingdown.data.svamp`.
+Without `data.path` both come from the Hugging Face Hub (`openai/gsm8k` main, `deepmind/aqua_rat` raw,
+`ChilleD/SVAMP` default).
 """
 
 from __future__ import annotations
@@ -21,7 +25,7 @@ from pathlib import Path
 from typing import Any, NamedTuple
 
 from scalingdown.config import DataConfig
-from scalingdown.data import aqua, gsm8k
+from scalingdown.data import aqua, gsm8k, svamp
 from scalingdown.data.schema import Problem, problems_from_rows
 from scalingdown.errors import UserError
 
@@ -130,6 +134,25 @@ def _load_aqua(config: DataConfig, seed: int) -> LoadedSplits:
     train = aqua.load_aqua_file(aqua.local_split_file(folder, train_split), train_split)
     test = aqua.load_aqua_file(aqua.local_split_file(folder, "test"), "test")
     return LoadedSplits(train, test, str(folder))
+
+
+@register_dataset(svamp.DATASET_NAME)
+def _load_svamp(config: DataConfig, seed: int) -> LoadedSplits:
+    if config.path is None:
+        train, test, source = svamp.load_svamp_hub("train"), svamp.load_svamp_hub("test"), svamp.HUB_ID
+    else:
+        folder = local_folder(config)
+        train = svamp.load_svamp_file(svamp.local_split_file(folder, "train"), "train")
+        test = svamp.load_svamp_file(svamp.local_split_file(folder, "test"), "test")
+        source = str(folder)
+    # Ids carry no split (they come from item_ids numbered across both), so one in both splits
+    # would be two problems under one name: the copy is broken, not the study.
+    shared = {p.id for p in train} & {p.id for p in test}
+    if shared:
+        raise UserError(
+            f"data.path: SVAMP problem {min(shared)!r} is in both the train and the test split of {source}"
+        )
+    return LoadedSplits(train, test, source)
 
 
 @register_dataset("synthetic")

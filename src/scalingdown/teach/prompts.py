@@ -7,7 +7,7 @@
   answer, to measure the teacher's own accuracy. Both ask to end with "The answer is X.", the sentence
   that answer extraction and the students' training format rely on.
 - `as_chat` wraps a prompt for chat models; `rationale_body` cuts a completion down to what a student
-  learns from.
+  learns from (a Python program, `looks_like_program`, is kept whole: lines and indentation).
 
 Template fields (Python `str.format`; write `{{` and `}}` for literal braces):
   {examples}  the worked examples, each followed by a blank line ("" when there are none);
@@ -22,6 +22,7 @@ then "Reasoning:", which is where the teacher's completion starts.
 
 from __future__ import annotations
 
+import ast
 import math
 import random
 import re
@@ -263,16 +264,35 @@ _ANSWER_STATEMENT = re.compile(r"\banswer\s+is\b|####", re.IGNORECASE)
 _SENTENCE_END = re.compile(r"\.(?!\d)|[!?\n]")
 
 
+_PROGRAM_START = re.compile(r"(?:def|import|from)\s")
+
+
+def looks_like_program(text: str) -> bool:
+    """Whether `text` is a Python program (program-of-thought: "def solution(): ... return result"):
+    it starts like one and parses. Prose that starts with "from" does not parse."""
+    text = text.strip()
+    if not _PROGRAM_START.match(text):
+        return False
+    try:
+        ast.parse(text)
+    except (SyntaxError, ValueError):  # ValueError: a NUL byte
+        return False
+    return True
+
+
 def rationale_body(text: str) -> str:
     """The part of a completion a student learns from.
 
     Strips surrounding whitespace and a leading "A:", "Answer:" or "Reasoning:" label, cuts where
     the teacher starts a new "Question:", and cuts after the last final-answer sentence ("The
-    answer is 72."), which stays.
+    answer is 72."), which stays. A program is returned whole after the label: the cuts read prose,
+    and in code they would fire on a comment ("# the answer is the sum") or a `q: int` annotation.
     """
     body = text.strip()
     while (label := _LEADING_LABEL.match(body)) is not None and label.end() < len(body):
         body = body[label.end() :].lstrip()
+    if looks_like_program(body):
+        return body
     if (ramble := _NEW_QUESTION.search(body)) is not None:
         body = body[: ramble.start()]
     statements = list(_ANSWER_STATEMENT.finditer(body))

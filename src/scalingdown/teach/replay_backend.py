@@ -6,8 +6,22 @@ the teacher's config; its format is recognised from its first character:
 
 - `[`: a JSON list of objects `{"instruction": question, "output": rationale, "answer": ...}`
   (the Alpaca-style layout of the teacher samples; a non-empty `"input"` is appended to the
-  question on a new line, as Alpaca prompts do);
+  question on a new line, as Alpaca prompts do), or of objects `{"item_id", "question",
+  "answer_cot", "answer_value"}` (the ReFT layout, below);
 - otherwise JSON Lines, one object a line: `{"id": ..., "text": ...}` or `{"question": ..., "text": ...}`.
+
+The ReFT layout (`../shared/data/svamp_reft/train_nl.json` and `train_python.json`, a row is one
+with an `answer_cot`) is recorded teacher output in two styles, prose and program: two teachers,
+`gpt35-prose` and `gpt35-program`, one file each. The rationale is `answer_cot`, as written: a
+program (`def solution(): ... return result`) keeps its lines and indentation. A row names its
+problem by `item_id`: the ReFT SVAMP ids (`svamp_17`) become the SVAMP loader's problem ids
+(`svamp-17`, `scalingdown.data.svamp.problem_id`), other item_ids stay as written; `answer_value`
+is not read (the gold answer is the problem's). Each item is recorded once, so an `item_id` seen
+twice is an error naming both items. A problem of the local SVAMP loader (`svamp-<n>`) is found by
+its id only: its number is its item_id, so a row under another item_id is another problem even
+where the question reads the same (11 questions of `train_nl.json` appear under two or three
+item_ids), and a problem without a row is "not recorded" (53 of the 3,076 train problems have no
+program). Problems of other loaders (the Hub's `svamp-chal-<n>`, GSM8K) fall back to the question.
 
 In either format the rationale may be under `text`, `output` or `rationale`, the question under
 `question` or `instruction`, and the problem id under `id` or `problem_id`; each row needs a
@@ -47,6 +61,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field
 
 from scalingdown.artifacts import iter_jsonl, read_text
+from scalingdown.data import svamp
 from scalingdown.errors import UserError
 from scalingdown.teach.backend import (
     OnResult,
@@ -61,7 +76,9 @@ from scalingdown.teach.backend import (
 TEXT_FIELDS = ("text", "output", "rationale")
 QUESTION_FIELDS = ("question", "instruction")
 ID_FIELDS = ("id", "problem_id")
+REFT_TEXT, REFT_ID = "answer_cot", "item_id"
 _ANSWER_LABEL = re.compile(r"^(?:A|Answer)\s*:\s*")
+_SVAMP_LOCAL_ID = re.compile(rf"{svamp.DATASET_NAME}-\d+")
 _WHITESPACE = re.compile(r"\s+")
 
 
@@ -81,8 +98,8 @@ class ReplayOptions(BaseModel):
     model_config = ConfigDict(extra="forbid", strict=True)
 
     model: str = Field(
-        description="The file of rationales: a JSON list of {instruction, output} or JSONL of "
-        "{id or question, text}."
+        description="The file of rationales: a JSON list of {instruction, output} or of ReFT rows "
+        "{item_id, question, answer_cot}, or JSONL of {id or question, text}."
     )
 
 
@@ -94,6 +111,7 @@ class ReplayRow:
     problem_id: str | None = None
     question: str | None = None
     where: str = ""  # "line 7" or "item 3", for messages
+    item_id: str | None = None  # a ReFT row's item_id as written: one row per item
 
 
 @dataclass
@@ -103,8 +121,14 @@ class ReplayIndex:
     rows: list[ReplayRow] = field(default_factory=list)
     by_id: dict[str, list[ReplayRow]] = field(default_factory=dict)
     by_question: dict[str, list[ReplayRow]] = field(default_factory=dict)
+    by_item: dict[str, ReplayRow] = field(default_factory=dict)
 
     def add(self, row: ReplayRow) -> None:
+        if row.item_id is not None:
+            if row.item_id in self.by_item:
+                first = self.by_item[row.item_id].where
+                raise _BadRow(f"item_id {row.item_id!r} appears twice (first at {first})")
+            self.by_item[row.item_id] = row
         self.rows.append(row)
         if row.problem_id is not None:
             self.by_id.setdefault(row.problem_id, []).append(row)
@@ -117,9 +141,13 @@ class ReplayIndex:
         if problem_id is not None and str(problem_id) in self.by_id:
             return self.by_id[str(problem_id)]
         question = meta.get("question")
-        if isinstance(question, str):
-            return self.by_question.get(normalize_question(question), [])
-        return []
+        if not isinstance(question, str):
+            return []
+        rows = self.by_question.get(normalize_question(question), [])
+        if problem_id is not None and _SVAMP_LOCAL_ID.fullmatch(str(problem_id)):
+            # A local SVAMP problem's id is its item_id: a ReFT row of another item is another problem.
+            rows = [row for row in rows if row.item_id is None]
+        return rows
 
 
 class _BadRow(ValueError):
@@ -131,7 +159,7 @@ def _first_string(row: Mapping[str, Any], names: Sequence[str]) -> str | None:
         value = row.get(name)
         if value is None:
             continue
-        if name in ID_FIELDS and isinstance(value, int) and not isinstance(value, bool):
+        if name in (*ID_FIELDS, REFT_ID) and isinstance(value, int) and not isinstance(value, bool):
             return str(value)  # numeric ids are ids too
         if not isinstance(value, str):
             raise _BadRow(f"field {name!r} should be a string, got {type(value).__name__}")
@@ -143,6 +171,8 @@ def _row(obj: Any, where: str) -> ReplayRow:
     """One object of the file -> `ReplayRow`, or `_BadRow` saying what is wrong with it."""
     if not isinstance(obj, dict):
         raise _BadRow(f"expected an object, got {type(obj).__name__}")
+    if REFT_TEXT in obj:
+        return _reft_row(obj, where)
     text = _first_string(obj, TEXT_FIELDS)
     if text is None:  # an empty text is kept: the teacher wrote nothing, which is an outcome
         raise _BadRow(f"no rationale: expected a {' or '.join(map(repr, TEXT_FIELDS))} field")
@@ -159,6 +189,20 @@ def _row(obj: Any, where: str) -> ReplayRow:
             f"or {' or '.join(map(repr, QUESTION_FIELDS))}"
         )
     return ReplayRow(clean_rationale(text), problem_id, question, where)
+
+
+def _reft_row(obj: Mapping[str, Any], where: str) -> ReplayRow:
+    """A ReFT row: `answer_cot` as the text, `item_id` mapped to a problem id, the question kept."""
+    text = _first_string(obj, (REFT_TEXT,))
+    item_id = _first_string(obj, (REFT_ID,))
+    if text is None:
+        raise _BadRow(f"field {REFT_TEXT!r} should be a string, got null")
+    if item_id is None or not item_id.strip():
+        raise _BadRow(f"a row with {REFT_TEXT!r} needs a non-empty {REFT_ID!r}")
+    question = _first_string(obj, ("question",))
+    problem_id = svamp.problem_id(item_id) if item_id.startswith(svamp.REFT_ITEM_PREFIX) else item_id
+    question = question if question and question.strip() else None
+    return ReplayRow(clean_rationale(text), problem_id, question, where, item_id=item_id)
 
 
 def read_replay_file(path: str | Path) -> ReplayIndex:
