@@ -247,7 +247,9 @@ def evaluate_model(
                 if len(pending[i]) < len(modes):
                     continue
                 problem = problems[i]
-                row = {**prediction_row(problem, pending.pop(i), plan), "fingerprint": fingerprint}
+                generated = pending.pop(i)  # batches come by length: put the modes back in vote order
+                generated = {mode: generated[mode] for mode in modes}
+                row = {**prediction_row(problem, generated, plan), "fingerprint": fingerprint}
                 done[problem.id] = row
                 sink.write(json.dumps(row, ensure_ascii=False) + "\n")
             sink.flush()
