@@ -17,6 +17,7 @@ from pathlib import Path
 from scalingdown.evaluate.metrics import Accuracy
 from scalingdown.report.collect import ModelRecord, RunRecords, TeacherRecord
 from scalingdown.report.finder import TEST_NAMES, AblationPair, Finding, format_count
+from scalingdown.report.methods import Section
 from scalingdown.report.plots import Plot
 
 
@@ -31,6 +32,7 @@ class ReportContent:
     samples: int
     generated: str
     notes: list[str] = field(default_factory=list)  # report-level problems (e.g. no references)
+    methods: list[Section] = field(default_factory=list)  # combination strategies and modes
 
 
 # ---- numbers as text ------------------------------------------------------------------------------
@@ -263,6 +265,9 @@ def render_html(content: ReportContent, images: dict[str, bytes]) -> str:
     parts.append('<h2 id="models">Models</h2>')
     models = content.records.models
     parts.append(_html_table(MODEL_COLUMNS, [model_cells(m) for m in models], [m.kind for m in models]))
+    for section in content.methods:
+        parts += [f"<h2>{_e(section.title)}</h2>", _html_table(section.columns, section.rows)]
+        parts.append(_html_list(section.notes))
     parts.append('<h2 id="plots">Plots</h2>')
     for plot in content.plots:
         if plot.skipped or plot.name not in images:
@@ -319,6 +324,9 @@ def render_markdown(content: ReportContent) -> str:
         out += ["No reference models are configured (report.references), so there is nothing to beat.", ""]
     out += [f"- {line}" for line in finding_lines(content)] + [""]
     out += ["## Models", ""] + _md_table(MODEL_COLUMNS, [model_cells(m) for m in rec.models])
+    for section in content.methods:
+        out += [f"## {section.title}", ""] + _md_table(section.columns, section.rows)
+        out += [f"- {line}" for line in section.notes] + [""]
     out += ["## Plots", ""]
     for plot in content.plots:
         if plot.skipped:
@@ -345,7 +353,8 @@ def render_markdown(content: ReportContent) -> str:
 CSV_COLUMNS = tuple(
     "name kind source parameters accuracy correct n ci_low ci_high strict_accuracy seconds_per_problem "
     "tokens_per_second peak_memory_bytes peak_memory_kind train_seconds train_steps train_tokens final_loss "
-    "trainable_parameters teachers student_format teacher_cost teacher_tokens prompt_format missing".split()
+    "trainable_parameters teachers student_format combine student_mode teacher_cost teacher_tokens "
+    "prompt_format missing".split()
 )
 
 

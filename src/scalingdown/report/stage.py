@@ -34,6 +34,7 @@ def run_report_stage(study: StudyConfig, *, settings: ReportConfig | None = None
     """
     from scalingdown.report.collect import collect_run
     from scalingdown.report.finder import ablation_pairs, find_smallest_winners
+    from scalingdown.report.methods import method_sections
     from scalingdown.report.pages import ReportContent, render_html, render_markdown, write_results_csv
     from scalingdown.report.plots import make_plots
 
@@ -46,6 +47,7 @@ def run_report_stage(study: StudyConfig, *, settings: ReportConfig | None = None
     options = {"test": settings.test, "samples": settings.bootstrap_samples, "seed": study.seed}
     findings = find_smallest_winners(records.models, references, alpha=settings.alpha, **options)
     pairs = ablation_pairs(records.models, **options)
+    methods, strategies = method_sections(records.models, **options)
     notes = []
     if not references:
         notes.append("no reference models configured (report.references): the finder has nothing to test")
@@ -69,6 +71,7 @@ def run_report_stage(study: StudyConfig, *, settings: ReportConfig | None = None
             samples=settings.bootstrap_samples,
             generated=datetime.now(timezone.utc).isoformat(timespec="seconds"),
             notes=notes,
+            methods=methods,
         )
         (tmp / "index.html").write_text(render_html(content, images), encoding="utf-8")
         (tmp / "README.md").write_text(render_markdown(content), encoding="utf-8")
@@ -81,6 +84,7 @@ def run_report_stage(study: StudyConfig, *, settings: ReportConfig | None = None
                 "settings": settings.model_dump(mode="json"),
                 "findings": [f.as_dict() for f in findings],
                 "ablation": [{**vars(p), "comparison": p.comparison.as_dict()} for p in pairs],
+                "strategies": [c.as_dict() for c in strategies],
                 "plots": {p.name: p.skipped or f"plots/{p.name}.png" for p in plots},
             },
         )
