@@ -3,6 +3,9 @@
 Predictions are appended to `predictions.partial.jsonl` batch by batch, so an interrupted evaluation
 resumes where it stopped (when the model and settings are unchanged); the final files are written
 atomically only when every problem is answered. `score_predictions` scores outputs produced elsewhere.
+A student (prompt 'student') is asked in its `eval.student_mode` (`evaluate.student_modes`); for
+'vote' every mode's prompts go through one batched generation, and a problem's row is written once
+all its modes are answered.
 """
 
 from __future__ import annotations

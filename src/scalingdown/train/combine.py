@@ -42,7 +42,7 @@ from scalingdown.data.schema import Problem
 from scalingdown.digests import file_digest
 from scalingdown.errors import UserError
 from scalingdown.train.examples import TrainExample, build_examples, rationale_text
-from scalingdown.train.objective import ANSWER_TASK, SINGLE_TASK, rationale_task
+from scalingdown.train.objective import task_weights
 
 STATS_FILE = "stats.json"  # written by the teach stage beside rationales.jsonl
 RANK_KEYS = ("verified_share", "free_accuracy")
@@ -165,9 +165,7 @@ def multitask_weights(inputs: CombineInputs, alphas: Mapping[str, float]) -> dic
         raise UserError(
             f"{inputs.where}.rationale_weights.{unknown[0]}: not one of this student's teachers ({teachers})"
         )
-    weights = {ANSWER_TASK: float(inputs.answer_weight)}
-    weights.update({rationale_task(t): float(alphas.get(t, 1.0)) for t in teachers})
-    return weights
+    return task_weights("multitask", teachers, answer_weight=inputs.answer_weight, rationale_weights=alphas)
 
 
 def _qualities(inputs: CombineInputs) -> dict[str, float]:
@@ -205,7 +203,7 @@ def pool(inputs: CombineInputs) -> Combined:
     """Fine-tune-CoT: every kept rationale of every teacher as its own single-format example."""
     counts: Counter = Counter()
     examples = build_examples(inputs.problems, inputs.rationales, fmt="single", counts=counts)
-    return Combined(examples, {SINGLE_TASK: 1.0}, {}, counts)
+    return Combined(examples, task_weights("single", list(inputs.rationales)), {}, counts)
 
 
 @strategy("route", frame="multitask", ranks_teachers=True)
