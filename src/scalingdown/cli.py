@@ -286,6 +286,7 @@ def eval_command(
         None, help="Score outputs produced elsewhere: a JSONL of {id, text} per test problem."
     ),
     prompt: str | None = typer.Option(None, help=field_help(EvalConfig, "prompt")),
+    mode: str | None = typer.Option(None, "--mode", help=field_help(EvalConfig, "student_mode")),
     num_fewshot: int | None = typer.Option(None, help=field_help(EvalConfig, "num_fewshot")),
     limit: int | None = typer.Option(None, help=field_help(EvalConfig, "limit")),
     batch_size: int | None = typer.Option(None, help=field_help(EvalConfig, "batch_size")),
@@ -303,6 +304,7 @@ def eval_command(
         {
             "run_dir": run_dir,
             "eval.prompt": prompt,
+            "eval.student_mode": mode,
             "eval.num_fewshot": num_fewshot,
             "eval.limit": limit,
             "eval.batch_size": batch_size,

@@ -11,7 +11,15 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
 
 from scalingdown.errors import UserError
 
@@ -150,6 +158,26 @@ class EvalConfig(_Strict):
         description="Prompt format: 'zero-shot', 'few-shot' (chain-of-thought exemplars from train) "
         "or 'student' (the format a student was trained with, read from its directory).",
     )
+    student_mode: str = Field(
+        "auto",
+        description="How a student is asked (prompt 'student'): 'answer' (TinyLLM: the answer task), "
+        "'rationale:<teacher>' (that teacher's rationale task, the answer read from the rationale), "
+        "'vote' (majority over every task the student learnt; ties go to the answer task, then the "
+        "teachers in training order), 'single' (a pooled student's one task) or 'auto' ('answer' for "
+        "a student with an answer task, else 'single').",
+    )
+
+    @field_validator("student_mode")
+    @classmethod
+    def _known_mode(cls, value: str) -> str:
+        if value in ("auto", "answer", "single", "vote"):
+            return value
+        teacher = value.removeprefix("rationale:")
+        if teacher != value:
+            check_name(teacher)
+            return value
+        raise ValueError(f"{value!r}: expected 'auto', 'answer', 'single', 'vote' or 'rationale:<teacher>'")
+
     num_fewshot: int = Field(4, ge=0, description="Worked examples in a few-shot prompt.")
     batch_size: int = Field(32, ge=1, description="Prompts generated together in one batch.")
     max_new_tokens: int = Field(256, ge=1, description="Most tokens generated per answer.")
@@ -350,6 +378,10 @@ class Hyperparameters(_Strict):
     )
 
 
+# The old `format` names of two combination strategies.
+FORMAT_COMBINE = {"multitask": "tasks", "single": "pool"}
+
+
 class StudentConfig(_Strict):
     """A student model to distil into."""
 
@@ -365,15 +397,33 @@ class StudentConfig(_Strict):
     method: Literal["lora", "qlora", "full"] = Field(
         "lora", description="'lora', 'qlora' (4-bit, GPU) or 'full'."
     )
-    format: Literal["multitask", "single"] = Field(
-        "multitask",
-        description="'multitask' (TinyLLM: an answer task plus one rationale task per teacher) or 'single' "
-        "(Fine-tune-CoT: question -> rationale then answer).",
+    format: Literal["multitask", "single"] | None = Field(
+        None,
+        description="Old name of 'combine', still read: 'multitask' is combine 'tasks', 'single' is "
+        "combine 'pool'.",
+    )
+    combine: Literal["tasks", "pool", "route", "weighted"] | None = Field(
+        None,
+        validate_default=True,
+        description="How the teachers' rationales become training examples: 'tasks' (TinyLLM: an answer "
+        "task plus one rationale task per teacher, weights alpha_i), 'pool' (Fine-tune-CoT: every kept "
+        "rationale of every teacher as a question -> rationale-then-answer example), 'route' (per "
+        "question only the best-ranked teacher with a verified rationale, in the 'tasks' frame) or "
+        "'weighted' ('tasks' with alpha_i set from each teacher's measured quality). Default: from "
+        "'format', else 'tasks'.",
+    )
+    rank_by: Literal["verified_share", "free_accuracy"] | None = Field(
+        None,
+        validate_default=True,
+        description="combine 'route' and 'weighted': the teacher quality read from teachers/<name>/"
+        "stats.json, 'verified_share' (share of its train rationales that verified; default) or "
+        "'free_accuracy' (its own accuracy answering test problems in free mode).",
     )
     teachers: list[str] | None = Field(None, description="Teachers whose rationales it learns; default: all.")
     answer_weight: float = Field(1.0, ge=0, description="gamma: weight of the answer task's loss.")
     rationale_weights: dict[str, float] = Field(
-        default_factory=dict, description="alpha_i per teacher name (default 1.0 each)."
+        default_factory=dict,
+        description="alpha_i per teacher name (default 1.0 each); combine 'weighted' sets them itself.",
     )
     kl_weight: float = Field(
         0.0, ge=0, description="Weight of the white-box KL term for local teachers that share the tokenizer."
@@ -391,6 +441,40 @@ class StudentConfig(_Strict):
     hyperparameters: dict[str, Any] = Field(
         default_factory=dict, description="Overrides of configs/hyperparameters.yaml for this student."
     )
+
+    @field_validator("combine")
+    @classmethod
+    def _combine_or_format(cls, value: str | None, info: ValidationInfo) -> str:
+        # `format` is validated first (it comes first), so a bad format is reported as itself.
+        old = info.data.get("format")
+        implied = FORMAT_COMBINE.get(old) if old is not None else None
+        if value is None:
+            return implied or "tasks"
+        if implied is not None and implied != value:
+            raise ValueError(
+                f"{value!r} contradicts format {old!r} (format {old!r} is combine {implied!r}); "
+                "give only 'combine'"
+            )
+        return value
+
+    @field_validator("rank_by")
+    @classmethod
+    def _rank_for_ranking_strategies(cls, value: str | None, info: ValidationInfo) -> str | None:
+        combine = info.data.get("combine")
+        ranks = combine in ("route", "weighted")
+        if value is not None and combine is not None and not ranks:
+            raise ValueError(f"only combine 'route' and 'weighted' rank teachers (this is {combine!r})")
+        return (value or "verified_share") if ranks else None
+
+    @field_validator("rationale_weights")
+    @classmethod
+    def _weights_not_measured(cls, value: dict[str, float], info: ValidationInfo) -> dict[str, float]:
+        if value and info.data.get("combine") == "weighted":
+            raise ValueError(
+                "combine 'weighted' sets alpha_i from the teachers' measured quality: drop "
+                "rationale_weights, or use combine 'tasks'"
+            )
+        return value
 
     @model_validator(mode="after")
     def _one_source(self) -> StudentConfig:

@@ -147,12 +147,12 @@ def print_plan(study: StudyConfig, console) -> None:
             "completions at max_tokens)"
         )
     students = Table(title="students")
-    for column in ("student", "base", "params", "method", "format", "teachers"):
+    for column in ("student", "base", "params", "method", "combine", "teachers"):
         students.add_column(column)
     for s in study.students:
         size = f"~{tiny_parameters(s.tiny):,}" if s.tiny is not None else "(from the model)"
         teachers = "all" if s.teachers is None else (", ".join(s.teachers) or "none (answers only)")
-        students.add_row(s.name, s.path or "tiny", size, s.method, s.format, teachers)
+        students.add_row(s.name, s.path or "tiny", size, s.method, s.combine, teachers)
     if study.students:
         console.print(students)
     for m in study.models:

@@ -181,23 +181,37 @@ def prompt_of(spec: ModelConfig, study: StudyConfig) -> str:
 
 def eval_key(spec: ModelConfig, study: StudyConfig, path: str, quantize: str | None = None) -> str:
     """What an evaluation depends on: the model's spec and weights (a local model's fingerprint),
-    the eval settings, the seed, the test set and, for a few-shot prompt, the train split the
-    exemplars come from. Any change makes a new key, and the model is evaluated again."""
+    the eval settings, the seed, the test set, for a few-shot prompt the train split the exemplars
+    come from, and for a student its inference mode (`eval.student_mode`, resolved: 'auto' is the
+    mode it names). Any change makes a new key, and the model is evaluated again."""
     from scalingdown.data.stage import split_digests
 
     splits = split_digests(study.run_dir)
-    return digest(
-        [
-            spec.model_dump(mode="json"),
-            study.eval.model_dump(mode="json"),
-            study.seed,
-            path,
-            tree_fingerprint(path),
-            splits["test"],
-            splits["train"] if prompt_of(spec, study) == "few-shot" else None,
-            quantize,
-        ]
-    )
+    prompt = prompt_of(spec, study)
+    # The mode matters to students only: other models keep the key they had before modes existed.
+    settings = study.eval.model_dump(mode="json", exclude={"student_mode"})
+    parts = [
+        spec.model_dump(mode="json"),
+        settings,
+        study.seed,
+        path,
+        tree_fingerprint(path),
+        splits["test"],
+        splits["train"] if prompt == "few-shot" else None,
+    ]
+    if quantize is not None:
+        parts.append(quantize)
+    if prompt == "student":
+        parts.append(student_mode_of(path, study))
+    return digest(parts)
+
+
+def student_mode_of(path: str, study: StudyConfig) -> str:
+    """The mode a student at `path` is evaluated in under the study's `eval.student_mode`."""
+    from scalingdown.evaluate.stage import student_template
+    from scalingdown.evaluate.student_modes import resolve_mode
+
+    return resolve_mode(student_template(path), study.eval.student_mode).mode
 
 
 def evaluate_models(

@@ -348,9 +348,10 @@ def test_a_published_accuracy_is_shown_beside_the_measured_one(tmp_path: Path) -
     columns = [c.strip() for c in header.strip("|").split("|")]
     at = columns.index("Accuracy (n, 95% CI)")
     assert columns[at + 1] == "Published accuracy"
+    models_table = readme.split("## Models", 1)[1].split("\n## ", 1)[0]  # not the costs table below it
     rows = {
         r.split("|")[1].strip(): [c.strip() for c in r.strip("|").split("|")]
-        for r in readme.splitlines()
+        for r in models_table.splitlines()
         if r.startswith("| ") and not r.startswith("| Model")
     }
     assert rows["ref"][at].startswith("50.0% (n=200, 95% CI") and rows["ref"][at + 1] == cell

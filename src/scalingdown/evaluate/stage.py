@@ -3,6 +3,9 @@
 Predictions are appended to `predictions.partial.jsonl` batch by batch, so an interrupted evaluation
 resumes where it stopped (when the model and settings are unchanged); the final files are written
 atomically only when every problem is answered. `score_predictions` scores outputs produced elsewhere.
+A student (prompt 'student') is asked in its `eval.student_mode` (`evaluate.student_modes`); for
+'vote' every mode's prompts go through one batched generation, and a problem's row is written once
+all its modes are answered.
 """
 
 from __future__ import annotations
@@ -21,6 +24,7 @@ from scalingdown.data.schema import Problem
 from scalingdown.digests import digest, tree_fingerprint
 from scalingdown.errors import UserError
 from scalingdown.evaluate import prompts as prompt_formats
+from scalingdown.evaluate import student_modes
 from scalingdown.evaluate.metrics import accuracy
 from scalingdown.layout import STUDENT_FILE  # written by `scalingdown train`; holds the prompt format
 
@@ -47,11 +51,14 @@ def build_prompts(
     num_fewshot: int = 0,
     seed: int = 0,
     model_path: str | Path | None = None,
+    mode: str = student_modes.AUTO,
 ) -> list[str]:
     """Prompts for `problems` in format `fmt` ('zero-shot', 'few-shot' or 'student').
 
     Few-shot uses one seeded set of exemplars from the train split for every test problem, so all
-    problems (and all models) see the same context.
+    problems (and all models) see the same context. A student is asked in `mode`
+    (`evaluate.student_modes`) with the prompts it was trained on; for 'vote' that is every mode's
+    prompts, mode by mode (prompt j asks problem j % N in the j // N-th mode).
     """
     if fmt == "zero-shot":
         return [prompt_formats.zero_shot(p) for p in problems]
@@ -61,8 +68,8 @@ def build_prompts(
     if fmt == "student":
         if model_path is None:
             raise UserError("prompt 'student' needs a local model directory")
-        template = student_template(model_path)["prompt_template"]
-        return [prompt_formats.from_template(p, template) for p in problems]
+        plan = student_modes.resolve_mode(student_template(model_path), mode)
+        return student_modes.mode_prompts(problems, plan)
     raise UserError(f"unknown prompt format {fmt!r}; known: {', '.join(prompt_formats.PROMPT_FORMATS)}")
 
 
@@ -78,6 +85,50 @@ def score_outputs(problem: Problem, samples: Sequence[str]) -> dict:
         "strict_answer": strict,
         "strict_correct": answers_match(strict, problem.answer, choice=choice),
     }
+
+
+def prediction_row(problem: Problem, generated: dict, plan: student_modes.ModePlan | None) -> dict:
+    """The predictions.jsonl row of one problem from its generations (`generated`: mode -> (prompt,
+    Generation), in mode order). A vote row has `prompt` and `output` None and every mode's own
+    prompt, output and answers under `modes`; its answers are the vote's."""
+
+    def one(prompt: str, gen) -> dict:
+        samples = {"samples": gen.texts} if len(gen.texts) > 1 else {}
+        return {"prompt": prompt, "output": gen.texts[0], **samples, **score_outputs(problem, gen.texts)}
+
+    gens = [gen for _, gen in generated.values()]
+    if plan is not None and plan.voting:
+        per_mode = {mode: one(prompt, gen) for mode, (prompt, gen) in generated.items()}
+        head = {"prompt": None, "output": None, **student_modes.vote(problem, per_mode), "modes": per_mode}
+    else:
+        head = one(*next(iter(generated.values())))
+    return {
+        "id": problem.id,
+        **({"mode": plan.mode} if plan else {}),
+        **head,
+        "gold": problem.answer,
+        "new_tokens": [t for gen in gens for t in gen.new_tokens],
+        "seconds": sum(gen.seconds for gen in gens),
+        "truncated": any(gen.truncated for gen in gens),
+    }
+
+
+def mode_metrics(rows: Sequence[dict], plan: student_modes.ModePlan, asked: str) -> dict:
+    """metrics.json's record of a student's mode: the mode evaluated, what was asked for, and each
+    generated mode's own accuracy (strict and flexible, with n and 95% CI) on the same problems."""
+    per_mode = {}
+    for mode in plan.modes:
+        scored = [r["modes"][mode] for r in rows] if plan.voting else rows
+        per_mode[mode] = {
+            "accuracy": accuracy([r["correct"] for r in scored]).as_dict(),
+            "strict_accuracy": accuracy([r["strict_correct"] for r in scored]).as_dict(),
+        }
+    if plan.voting:
+        per_mode[student_modes.VOTE] = {
+            "accuracy": accuracy([r["correct"] for r in rows]).as_dict(),
+            "strict_accuracy": accuracy([r["strict_correct"] for r in rows]).as_dict(),
+        }
+    return {"student_mode": plan.mode, "student_mode_asked": asked, "modes": per_mode}
 
 
 def summarize(rows: Sequence[dict]) -> dict:
@@ -157,6 +208,11 @@ def evaluate_model(
     if not problems:
         raise UserError("no test problems to evaluate")
     local = Path(model_path).exists()
+    stop, plan = tuple(settings.stop), None
+    if fmt == "student":
+        meta = student_template(model_path) if local else {}
+        plan = student_modes.resolve_mode(meta, settings.student_mode) if local else None
+        stop = tuple(meta.get("stop", stop))
     prompts = build_prompts(
         problems,
         fmt,
@@ -164,10 +220,11 @@ def evaluate_model(
         num_fewshot=settings.num_fewshot,
         seed=seed,
         model_path=model_path if local else None,
+        mode=plan.mode if plan else student_modes.AUTO,
     )
-    stop = tuple(settings.stop)
-    if fmt == "student":
-        stop = tuple(student_template(model_path).get("stop", stop))
+    # Prompt j asks problem j % n in mode modes[j // n]; a problem's row is written once all its modes
+    # are generated (a plain prompt format is one mode, None).
+    modes, n = (list(plan.modes) if plan else [None]), len(problems)
     started = time.perf_counter()
     loaded = load_model(
         model_path,
@@ -189,7 +246,8 @@ def evaluate_model(
     fingerprint = _fingerprint(model_path, fmt, settings, prompts, problems)
     done = _resume_rows(partial, fingerprint, {p.id for p in problems})
     write_jsonl(partial, done.values())  # drop stale or cut lines before appending
-    skip = {i for i, p in enumerate(problems) if p.id in done}
+    skip = {j for j in range(len(prompts)) if problems[j % n].id in done}
+    pending: dict[int, dict] = {}
 
     decoding = DecodingSettings(
         max_new_tokens=settings.max_new_tokens,
@@ -202,20 +260,15 @@ def evaluate_model(
     with partial.open("a", encoding="utf-8") as sink:
 
         def persist(indices, generations) -> None:
-            for i, gen in zip(indices, generations, strict=False):
+            for j, gen in zip(indices, generations, strict=False):
+                i = j % n
+                pending.setdefault(i, {})[modes[j // n]] = (prompts[j], gen)
+                if len(pending[i]) < len(modes):
+                    continue
                 problem = problems[i]
-                row = {
-                    "id": problem.id,
-                    "prompt": prompts[i],
-                    "output": gen.texts[0],
-                    **({"samples": gen.texts} if len(gen.texts) > 1 else {}),
-                    **score_outputs(problem, gen.texts),
-                    "gold": problem.answer,
-                    "new_tokens": gen.new_tokens,
-                    "seconds": gen.seconds,
-                    "truncated": gen.truncated,
-                    "fingerprint": fingerprint,
-                }
+                generated = pending.pop(i)  # batches come by length: put the modes back in vote order
+                generated = {mode: generated[mode] for mode in modes}
+                row = {**prediction_row(problem, generated, plan), "fingerprint": fingerprint}
                 done[problem.id] = row
                 sink.write(json.dumps(row, ensure_ascii=False) + "\n")
             sink.flush()
@@ -236,13 +289,14 @@ def evaluate_model(
         "model_path": model_path,
         "prompt_format": fmt,
         **summarize(rows),
+        **(mode_metrics(rows, plan, settings.student_mode) if plan else {}),
         "num_parameters": loaded.num_parameters,
         "weight_bytes": memory_bytes(loaded.model),
         "quantization": quantisation,
         "peak_memory": peak_memory(loaded.device),
         "dtype": str(loaded.dtype).removeprefix("torch."),
         "load_seconds": load_seconds,
-        "resumed_problems": len(skip),
+        "resumed_problems": len(skip) // len(modes),
         "settings": {**settings.model_dump(mode="json"), "stop": list(stop)},
         "decoding": asdict(decoding),
         "seed": seed,

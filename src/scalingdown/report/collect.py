@@ -3,9 +3,11 @@
 One `ModelRecord` per evaluated (or expected) model and one `TeacherRecord` per teacher:
 
     eval/<model>/metrics.json, predictions.jsonl      accuracy (n, 95% CI), strict accuracy, latency,
-                                                      tokens/s, peak memory, parameters; per-problem
-                                                      `id` and `correct` for the paired tests
-    students/<name>/scalingdown.json                  training cost: seconds, steps, tokens, teachers
+                                                      tokens/s, peak memory, parameters, a student's
+                                                      mode(s); per-problem `id` and `correct` for the
+                                                      paired tests
+    students/<name>/scalingdown.json                  training cost: seconds, steps, tokens, teachers,
+                                                      combination strategy
     students/summary.json                             why a student failed to train
     models/<name>/tiny_build.json                     a locally built model's pretraining budget
     teachers/<name>/stats.json, usage.json, free.jsonl  rationale statistics, cost, free-mode answers
@@ -26,7 +28,7 @@ from pathlib import Path
 from typing import Any
 
 from scalingdown.artifacts import iter_jsonl, read_json
-from scalingdown.config import PublishedScore, StudyConfig
+from scalingdown.config import FORMAT_COMBINE, PublishedScore, StudyConfig
 from scalingdown.digests import file_digest
 from scalingdown.errors import UserError
 from scalingdown.evaluate.metrics import Accuracy, accuracy
@@ -56,6 +58,9 @@ class ModelRecord:
     trainable_parameters: int | None = None
     teachers: list[str] | None = None  # whose rationales a student learned from
     student_format: str | None = None  # "multitask" | "single"
+    combine: str | None = None  # how a student combined its teachers: tasks, pool, route, weighted
+    student_mode: str | None = None  # the inference mode its accuracy comes from (answer, vote, ...)
+    mode_accuracy: dict[str, Accuracy] = field(default_factory=dict)  # every mode evaluated
     teacher_cost: float | None = None  # price of those teachers' rationales (usage.json)
     teacher_tokens: int | None = None
     published: PublishedScore | None = None  # a figure from elsewhere (models[].published)
@@ -223,6 +228,12 @@ def _read_eval(
             record.tokens_per_second = speed.get("tokens_per_second_batched", record.tokens_per_second)
             record.peak_memory_bytes = speed.get("peak_memory_bytes", record.peak_memory_bytes)
             record.peak_memory_kind = speed.get("peak_memory_kind", record.peak_memory_kind)
+        record.student_mode = metrics.get("student_mode")
+        modes = metrics.get("modes")
+        for mode, figures in (modes if isinstance(modes, dict) else {}).items():
+            acc = _accuracy(figures.get("accuracy")) if isinstance(figures, dict) else None
+            if acc is not None:
+                record.mode_accuracy[mode] = acc
     if record.accuracy is None and record.predictions:
         record.source = "eval"
         record.accuracy = accuracy([r["correct"] for r in record.predictions])
@@ -262,6 +273,11 @@ def _read_training(
     record.trainable_parameters = meta.get("trainable_parameters")
     record.teachers = meta.get("teachers")
     record.student_format = meta.get("format")
+    combine = meta.get("combine")
+    # A student saved before strategies were recorded names only its format, whose strategy it was.
+    record.combine = (
+        combine.get("strategy") if isinstance(combine, dict) else FORMAT_COMBINE.get(meta.get("format"))
+    )
     if record.parameters is None:
         record.parameters = meta.get("total_parameters")
 

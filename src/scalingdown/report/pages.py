@@ -20,6 +20,7 @@ from scalingdown.evaluate.metrics import Accuracy
 from scalingdown.report.collect import ModelRecord, RunRecords, TeacherRecord
 from scalingdown.report.costs import format_amount
 from scalingdown.report.finder import AblationPair, Finding, describe, format_count
+from scalingdown.report.methods import Section
 from scalingdown.report.plots import Plot
 
 
@@ -35,6 +36,7 @@ class ReportContent:
     notes: list[str] = field(default_factory=list)  # report-level problems (e.g. no references)
     losses: list[dict] = field(default_factory=list)  # accuracy lost to quantisation, per rung
     costs: list[dict] = field(default_factory=list)  # report.costs.cost_rows
+    methods: list[Section] = field(default_factory=list)  # combination strategies and modes
 
 
 # ---- numbers as text ------------------------------------------------------------------------------
@@ -409,6 +411,9 @@ def render_html(content: ReportContent, images: dict[str, bytes]) -> str:
     if content.costs:
         parts.append('<h2 id="costs">Costs</h2>')
         parts.append(_html_table(*cost_table(content)))
+    for section in content.methods:
+        parts += [f"<h2>{_e(section.title)}</h2>", _html_table(section.columns, section.rows)]
+        parts.append(_html_list(section.notes))
     parts.append('<h2 id="plots">Plots</h2>')
     for plot in content.plots:
         if plot.skipped or plot.name not in images:
@@ -467,6 +472,9 @@ def render_markdown(content: ReportContent) -> str:
     out += ["## Models", ""] + _md_table(*model_table(rec.models))
     if content.costs:
         out += ["## Costs", ""] + _md_table(*cost_table(content))
+    for section in content.methods:
+        out += [f"## {section.title}", ""] + _md_table(section.columns, section.rows)
+        out += [f"- {line}" for line in section.notes] + [""]
     out += ["## Plots", ""]
     for plot in content.plots:
         if plot.skipped:
@@ -493,9 +501,9 @@ def render_markdown(content: ReportContent) -> str:
 CSV_COLUMNS = tuple(
     "name kind source parameters accuracy correct n ci_low ci_high strict_accuracy seconds_per_problem "
     "tokens_per_second peak_memory_bytes peak_memory_kind train_seconds train_steps train_tokens final_loss "
-    "trainable_parameters teachers student_format teacher_cost teacher_tokens prompt_format weight_bytes "
-    "quantized_from quantization seeds per_seed_accuracy published_accuracy published_setting "
-    "published_source missing".split()
+    "trainable_parameters teachers student_format combine student_mode teacher_cost teacher_tokens "
+    "prompt_format weight_bytes quantized_from quantization seeds per_seed_accuracy published_accuracy "
+    "published_setting published_source missing".split()
 )
 
 

@@ -27,6 +27,8 @@ FIRST_KNOWN = (
     "trainable_parameters",
     "teachers",
     "student_format",
+    "combine",
+    "student_mode",
     "weight_bytes",
 )
 AVERAGED = (
@@ -100,6 +102,7 @@ def pool_replicates(
             setattr(record, field_name, float(np.mean(values)) if values else None)
     record.peak_memory_kind = next((o.peak_memory_kind for _, o in replicas if o.peak_memory_kind), None)
     record.speed = next((o.speed for _, o in replicas if o.speed), None)
+    record.mode_accuracy = pooled_modes([o.mode_accuracy for _, o in replicas])
     for seed, one in replicas:
         record.missing += [f"seed {seed}: {m}" if seed is not None else m for m in one.missing]
     if not usable:
@@ -114,6 +117,25 @@ def pool_replicates(
     ]
     record.accuracy, record.pooled = pooled_accuracy(record.seed_outcomes)
     return record
+
+
+def pooled_modes(per_seed: list[dict[str, Accuracy]]) -> dict[str, Accuracy]:
+    """Each inference mode's accuracy over the seeds that measured it: correct and n summed, so the
+    accuracy is the mean over seeds (equal n); its interval is the Wilson interval of that sum (the
+    table shows the accuracy only). One seed: its own figures."""
+    from scalingdown.evaluate.metrics import wilson_interval
+
+    if len(per_seed) == 1:
+        return dict(per_seed[0])
+    out = {}
+    for mode in dict.fromkeys(m for figures in per_seed for m in figures):
+        found = [figures[mode] for figures in per_seed if mode in figures]
+        correct, n = sum(a.correct for a in found), sum(a.n for a in found)
+        low, high = wilson_interval(correct, n)
+        out[mode] = Accuracy(
+            correct=correct, n=n, accuracy=correct / n if n else 0.0, ci_low=low, ci_high=high
+        )
+    return out
 
 
 def outcome_matrix(outcomes: dict, ids: list[str]) -> np.ndarray:

@@ -35,6 +35,7 @@ def run_report_stage(study: StudyConfig, *, settings: ReportConfig | None = None
     from scalingdown.report.collect import collect_run
     from scalingdown.report.costs import cost_rows
     from scalingdown.report.finder import ablation_pairs, find_smallest_winners, quantisation_losses
+    from scalingdown.report.methods import method_sections
     from scalingdown.report.pages import ReportContent, render_html, render_markdown, write_results_csv
     from scalingdown.report.plots import make_plots
 
@@ -59,6 +60,7 @@ def run_report_stage(study: StudyConfig, *, settings: ReportConfig | None = None
     costs = cost_rows(
         records.models, references, settings.price_per_hour, settings.price_per_1k_tokens, seed=study.seed
     )
+    methods, strategies = method_sections(records.models, alpha=settings.alpha, **options)
     notes = []
     if not references:
         notes.append("no reference models configured (report.references): the finder has nothing to test")
@@ -83,6 +85,7 @@ def run_report_stage(study: StudyConfig, *, settings: ReportConfig | None = None
             costs=costs,
             generated=datetime.now(timezone.utc).isoformat(timespec="seconds"),
             notes=notes,
+            methods=methods,
         )
         (tmp / "index.html").write_text(render_html(content, images), encoding="utf-8")
         (tmp / "README.md").write_text(render_markdown(content), encoding="utf-8")
@@ -98,6 +101,7 @@ def run_report_stage(study: StudyConfig, *, settings: ReportConfig | None = None
                     "ablation": [{**vars(p), "comparison": p.comparison.as_dict()} for p in pairs],
                     "quantisation": [{**loss, "comparison": loss["comparison"].as_dict()} for loss in losses],
                     "costs": costs,
+                    "strategies": [c.as_dict() for c in strategies],
                     "plots": {p.name: p.skipped or f"plots/{p.name}.png" for p in plots},
                 }
             ),

@@ -9,9 +9,11 @@ Formats (the student's `format`):
       "Question: {question}{options}\\nAnswer:" -> " {rationale}", the rationale ending "The answer is X.".
 
 The answer prompt is exactly the evaluation's zero-shot prompt (`evaluate.prompts.zero_shot`), and
-`student_prompt_record` writes it to the student's directory, so `scalingdown eval --prompt student`
-asks the question the way the student learnt to answer it. Rationales come from the teach stage's
-`teachers/<name>/rationales.jsonl`; by default only verified ones are learnt.
+`student_prompt_record` writes it and each teacher's rationale template to the student's directory,
+so `scalingdown eval --prompt student` asks the question the way the student learnt to answer it, in
+any of its modes. `train.combine` decides which rationales become examples (a student's `combine`).
+Rationales come from the teach stage's `teachers/<name>/rationales.jsonl`; by default only verified
+ones are learnt.
 """
 
 from __future__ import annotations
@@ -30,7 +32,7 @@ from scalingdown.data.schema import Problem
 from scalingdown.data.stage import load_run_problems
 from scalingdown.errors import UserError
 from scalingdown.evaluate.prompts import final_answer_line, question_block
-from scalingdown.train.objective import ANSWER_TASK, SINGLE_TASK, rationale_task
+from scalingdown.train.objective import ANSWER_TASK, RATIONALE_PREFIX, SINGLE_TASK, rationale_task
 
 ANSWER_TEMPLATE = "Question: {question}{options}\nAnswer:"
 RATIONALE_TEMPLATE = "{instruction}\nQuestion: {question}{options}\nRationale:"
@@ -192,7 +194,7 @@ def build_examples(
             )
         for _, _, teacher, text, source in kept:
             if fmt == "multitask":
-                instruction = (instructions or {}).get(teacher) or DEFAULT_INSTRUCTION.format(teacher=teacher)
+                instruction = instruction_of(teacher, instructions)
                 task, prompt = rationale_task(teacher), rationale_prompt(problem, instruction)
             else:
                 if not _ends_with_answer(problem, text):
@@ -204,11 +206,40 @@ def build_examples(
     return examples
 
 
-def student_prompt_record(fmt: str) -> dict:
-    """What a student's `scalingdown.json` holds so that evaluation prompts it as it was trained:
-    in both formats the question is asked in the answer-task frame, and the student either answers
-    (multitask) or reasons then answers (single)."""
-    return {"format": fmt, "prompt_template": ANSWER_TEMPLATE, "stop": list(STUDENT_STOP)}
+def instruction_of(teacher: str, instructions: Mapping[str, str] | None = None) -> str:
+    """The instruction line of a teacher's rationale task (default "Explain like <teacher> would.")."""
+    return (instructions or {}).get(teacher) or DEFAULT_INSTRUCTION.format(teacher=teacher)
+
+
+def rationale_template(instruction: str) -> str:
+    """RATIONALE_TEMPLATE with the instruction filled in (its braces escaped), leaving `{question}` and
+    `{options}`: what `evaluate.prompts.from_template` renders into `rationale_prompt`'s text."""
+    escaped = instruction.replace("{", "{{").replace("}", "}}")
+    return RATIONALE_TEMPLATE.replace("{instruction}", escaped)
+
+
+def student_prompt_record(
+    fmt: str, tasks: Sequence[str] | None = None, instructions: Mapping[str, str] | None = None
+) -> dict:
+    """What a student's `scalingdown.json` holds so that evaluation prompts it as it was trained.
+
+    `modes`: one inference mode per task the student learnt (`tasks`, in task order; default: the
+    answer task, or for the single format its one task), each with the prompt template of that
+    task's training examples: 'answer' and 'single' ask the question in the answer frame,
+    'rationale:<teacher>' behind that teacher's instruction. The evaluation's 'vote' is the majority
+    over these modes, in this order. `prompt_template` (the answer frame) and `stop` serve every mode.
+    """
+    if tasks is None:
+        tasks = [SINGLE_TASK if fmt == "single" else ANSWER_TASK]
+    modes = {}
+    for task in tasks:
+        teacher = task.removeprefix(RATIONALE_PREFIX)
+        if teacher != task:
+            instruction = instruction_of(teacher, instructions)
+            modes[task] = {"template": rationale_template(instruction), "teacher": teacher}
+        else:
+            modes[task] = {"template": ANSWER_TEMPLATE}
+    return {"format": fmt, "prompt_template": ANSWER_TEMPLATE, "stop": list(STUDENT_STOP), "modes": modes}
 
 
 def data_hash(examples: Iterable[TrainExample]) -> str:

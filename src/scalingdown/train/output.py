@@ -30,7 +30,16 @@ from scalingdown.train.students import Student
 MERGED_DIR = "merged"
 CARD_FILE = "README.md"
 # Metadata shown in the card's own sections; the rest goes to the training summary.
-_CARD_SECTIONS = {"prompt_template", "config", "lora", "hyperparameters", "versions", "losses", "stop"}
+_CARD_SECTIONS = {
+    "prompt_template",
+    "config",
+    "lora",
+    "hyperparameters",
+    "versions",
+    "losses",
+    "stop",
+    "modes",
+}
 
 
 def save_student(
@@ -149,6 +158,9 @@ def model_card(meta: dict) -> str:
         + (" (or its `merged/` folder, if saved: full weights that load without PEFT)." if adapter else "."),
         "",
     ]
+    modes = list(meta.get("modes") or {})
+    if len(modes) > 1:
+        lines += [f"Its modes (`--mode`): {', '.join(f'`{m}`' for m in modes)} and `vote` (all of them).", ""]
     if adapter:
         lines += [
             "In Python, `scalingdown.models.loading.load_model(DIR)` loads the base, applies this adapter "

@@ -1,11 +1,13 @@
 """The train stage: each student learns the answer and every teacher's rationale -> students/<name>/.
 
 For each configured student: its rationales (teachers/<name>/rationales.jsonl, verified ones), the
-TinyLLM examples (answer task + one rationale task per teacher, or the single-sequence format),
-tokenised with prompt tokens masked, the base model with LoRA / QLoRA / full fine-tuning, the loop
-(`train.loop.train`), then the saved student: adapter or weights, tokenizer, `scalingdown.json`
-(format and prompt template, so `scalingdown eval --prompt student` prompts it as it was trained),
-a model card and `train_log.jsonl`. Checkpoints live in checkpoints/<name>/ so a crashed run
+examples its `combine` strategy makes of them (`train.combine`: TinyLLM's answer task + one rationale
+task per teacher, the pooled single-sequence format, one routed teacher per question, or measured
+alpha_i), tokenised with prompt tokens masked, the base model with LoRA / QLoRA / full fine-tuning,
+the loop (`train.loop.train`), then the saved student: adapter or weights, tokenizer,
+`scalingdown.json` (its inference modes with their prompt templates and stop strings, so
+`scalingdown eval --prompt student` prompts it as it was trained; what the strategy decided), a
+model card and `train_log.jsonl`. Checkpoints live in checkpoints/<name>/ so a crashed run
 resumes. Runs the same under `accelerate launch` / `torchrun` (the main process saves).
 """
 
@@ -13,7 +15,7 @@ from __future__ import annotations
 
 import shutil
 from collections import Counter
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from scalingdown.artifacts import merge_json, read_json
@@ -30,7 +32,8 @@ from scalingdown.layout import (
     student_dir,
     tiny_base_dir,
 )
-from scalingdown.train.examples import build_examples, data_hash, load_rationales, student_prompt_record
+from scalingdown.train.combine import CombineInputs, combine_teachers, get_strategy, read_teacher_quality
+from scalingdown.train.examples import data_hash, load_rationales, student_prompt_record
 
 # Hyperparameters that trade memory for compute and leave the trained weights as they are (the
 # recomputed activations are the same numbers), so they are not part of a student's inputs key.
@@ -59,19 +62,6 @@ def base_model_path(
     with process_state().main_process_first():  # one process builds, the others then reuse it
         build_tiny(spec.tiny, texts, out, seed=effective_seed(study, seed), progress=False)
     return str(out)
-
-
-def task_weights(spec: StudentConfig, teachers: list[str], where: str) -> dict[str, float]:
-    unknown = sorted(set(spec.rationale_weights) - set(teachers))
-    if unknown:
-        raise UserError(
-            f"{where}.rationale_weights.{unknown[0]}: not one of this student's teachers ({teachers})"
-        )
-    if spec.format == "single":
-        return {"single": 1.0}
-    weights = {"answer": spec.answer_weight}
-    weights.update({f"rationale:{t}": spec.rationale_weights.get(t, 1.0) for t in teachers})
-    return weights
 
 
 def local_teacher_path(teacher, study: StudyConfig) -> str:
@@ -138,6 +128,9 @@ class StudentInputs:
     weights_by_task: dict[str, float]
     examples: list
     rationale_files: dict[str, str | None]  # teacher -> digest of the rationales.jsonl read
+    frame: str = "multitask"  # the examples' format: 'multitask' or 'single' (`train.combine`)
+    combine_record: dict = field(default_factory=dict)  # what the strategy decided, from which numbers
+    trained_tasks: list[str] = field(default_factory=list)  # tasks with examples: the inference modes
 
 
 def student_inputs(study: StudyConfig, index: int, problems: list[Problem]) -> StudentInputs:
@@ -157,15 +150,33 @@ def student_inputs(study: StudyConfig, index: int, problems: list[Problem]) -> S
         include_unverified=study.teach.policy in ("keep", "flag"),
     )
     teachers = sorted(rationales)
-    inputs = StudentInputs(
+    strategy = get_strategy(spec.combine)
+    quality = {}
+    if strategy.ranks_teachers:
+        quality = read_teacher_quality(run_dir, list(rationales), rank_by=spec.rank_by, where=where)
+    combined = combine_teachers(
+        spec.combine,
+        CombineInputs(
+            problems=problems,
+            rationales=rationales,
+            answer_weight=spec.answer_weight,
+            rationale_weights=spec.rationale_weights,
+            quality=quality,
+            rank_by=spec.rank_by,
+            where=where,
+        ),
+    )
+    return StudentInputs(
         lora=lora,
         hp=hp,
         teachers=teachers,
-        weights_by_task=task_weights(spec, teachers, where),
-        examples=build_examples(problems, rationales, fmt=spec.format),
+        weights_by_task=combined.task_weights,
+        examples=combined.examples,
         rationale_files={t: file_digest(teacher_rationales(run_dir, t)) for t in teachers},
+        frame=strategy.frame,
+        combine_record=combined.record,
+        trained_tasks=combined.trained_tasks,
     )
-    return inputs
 
 
 def teacher_rationales(run_dir: Path, teacher: str) -> Path:
@@ -200,6 +211,8 @@ def inputs_key(study: StudyConfig, index: int, inputs: StudentInputs, seed: int 
             effective_seed(study, seed),
             data_hash(inputs.examples),
             inputs.rationale_files,
+            inputs.weights_by_task,  # 'weighted' sets them from the teachers' stats.json
+            inputs.combine_record,
             base,
             white_box,
         ]
@@ -291,7 +304,8 @@ def train_student(
         "replicate": seed is not None,
         "base_model": spec.path or "tiny",
         "method": spec.method,
-        "format": spec.format,
+        "format": inputs.frame,
+        "combine": inputs.combine_record,
         "teachers": teachers,
         "task_weights": weights_by_task,
         "examples": dict(counts),
@@ -309,7 +323,7 @@ def train_student(
     state = process_state()
     if state.is_main_process:
         metadata = {
-            **student_prompt_record(spec.format),
+            **student_prompt_record(inputs.frame, inputs.trained_tasks),
             **summary,
             "losses": result.losses,
             "config": spec.model_dump(mode="json"),
