@@ -39,7 +39,13 @@ def _study(run: Path, student: Path, mode: str):
         {
             "run_dir": str(run),
             "data": {"synthetic": {"n_train": 60, "n_test": 6}},
-            "eval": {"max_new_tokens": 4, "batch_size": 8, "student_mode": mode},
+            "eval": {
+                "max_new_tokens": 4,
+                "batch_size": 8,
+                "student_mode": mode,
+                "speed_prompts": 0,
+                "quantize": [],
+            },
             "models": [
                 {"name": "s", "path": str(student), "prompt": "student"},
                 {"name": "ref", "tiny": TINY},

@@ -52,7 +52,7 @@ def test_a_failing_student_is_reported_and_the_study_goes_on(tmp_path: Path) -> 
             {"name": "reference", "tiny": {**TINY, "hidden_size": 64}, "method": "full", "teachers": []},
         ],
         "report": {"references": ["reference", "not-in-study"]},
-        "eval": {"max_new_tokens": 24, "batch_size": 32, "speed_prompts": 2},
+        "eval": {"max_new_tokens": 24, "batch_size": 32, "speed_prompts": 2, "speed_passes": 1},
     }
     study = parse_config(study_dict)
     train, _ = generate_splits(study.data.synthetic, study.seed)

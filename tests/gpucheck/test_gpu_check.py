@@ -42,6 +42,7 @@ def test_script_is_valid_bash():
     assert subprocess.run(["bash", "-n", str(SCRIPT)]).returncode == 0
 
 
+@pytest.mark.slow  # the whole GPU check on a CPU: minutes of the default run's budget
 def test_cpu_smoke_measures_every_section(smoke):
     done, figures = smoke
     assert done.returncode == 0, done.stderr[-2000:]
@@ -78,6 +79,7 @@ def test_cpu_smoke_measures_every_section(smoke):
         assert "pip install scalingdown[vllm]" in vllm["skipped"]
 
 
+@pytest.mark.slow  # the whole GPU check on a CPU: minutes of the default run's budget
 def test_figures_are_written_after_each_section_and_a_failed_build_skips_the_rest(tmp_path):
     blocker = tmp_path / "not-a-folder"
     blocker.write_text("a file where the models should go")
@@ -88,6 +90,7 @@ def test_figures_are_written_after_each_section_and_a_failed_build_skips_the_res
         assert figures["sections"][name] == {"skipped": "the models could not be built"}
 
 
+@pytest.mark.slow  # the whole GPU check on a CPU: minutes of the default run's budget
 def test_a_spent_budget_skips_sections_and_says_why(tmp_path):
     done, figures = run_check(tmp_path, "--cpu-smoke", "--budget-seconds", "0", "--work-dir", str(tmp_path))
     assert done.returncode == 0 and figures["complete"] is True
