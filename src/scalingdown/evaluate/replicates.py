@@ -15,7 +15,7 @@ set other problems. These functions keep both sources of noise in view.
   (the error-control simulations use it on thousands of studies).
 
 The bootstrap here is the *pigeonhole* (two-way) bootstrap for crossed factors (Owen 2007, Ann.
-Appl. Stat. 1:246): a replicate draws seeds with replacement and, independently, one set of problem
+Appl. Stat. 1(2):386-411): a replicate draws seeds with replacement and, independently, one set of problem
 indices with replacement that serves every seed of that replicate. One shared problem draw is right
 because the problems are shared: every seed answered the very same test set, so the test set's
 luck (easy or hard problems) is common to all seeds and must move them together. Drawing problems

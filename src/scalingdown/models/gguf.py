@@ -151,7 +151,7 @@ def _convert(source: GgufSource, sha: str, out_dir: Path) -> None:
             file=sys.stderr,
         )
         started = time.perf_counter()
-        with atomic_directory(out_dir) as tmp:
+        with atomic_directory(out_dir) as tmp, _quiet_bar_in_logs():
             model, tokenizer = _read_with_transformers(path, header, source.spec)
             model.save_pretrained(tmp)
             tokenizer.save_pretrained(tmp)
@@ -173,6 +173,25 @@ def _convert(source: GgufSource, sha: str, out_dir: Path) -> None:
                     "convert_seconds": round(time.perf_counter() - started, 3),
                 },
             )
+
+
+@contextlib.contextmanager
+def _quiet_bar_in_logs() -> Iterator[None]:
+    """transformers draws its own tqdm bar over the GGUF tensors; in a log file (stderr not a
+    terminal) its carriage-return frames are one unreadable line, so it is switched off there."""
+    import functools
+
+    import transformers.modeling_gguf_pytorch_utils as gguf_utils
+
+    original = getattr(gguf_utils, "tqdm", None)
+    if original is None or sys.stderr.isatty():
+        yield
+        return
+    gguf_utils.tqdm = functools.partial(original, disable=True)
+    try:
+        yield
+    finally:
+        gguf_utils.tqdm = original
 
 
 def _read_with_transformers(path: Path, header: GgufHeader, spec: str):

@@ -242,14 +242,15 @@ def accuracy_vs_latency(records: RunRecords, out_dir: Path) -> Plot:
         front_y = [100 * m.accuracy.accuracy for m in front]
         ax.plot(front_x, front_y, drawstyle="steps-post", color="black", alpha=0.6, label="Pareto front")
         log = _log_x(ax, ms)
-        ax.set_xlabel(f"Generation time per problem (ms, share of a batch{', log scale' if log else ''})")
+        ax.set_xlabel(f"Latency per problem (ms{', log scale' if log else ''})")
         ax.set_ylabel("Test accuracy (%), 95% CI")
         ax.legend(loc="best")
         plot.path = out_dir / f"{plot.name}.png"
         _save(figure, plot.title, plot.path)
     plot.caption = (
-        "Latency is each problem's share of its batch's wall time on the eval hardware; models on the "
-        "black line are not beaten by any other on both speed and accuracy."
+        "Latency is the median time to answer one problem at batch 1 in a fresh process on the eval "
+        "hardware where the speed measurement ran (else each problem's share of its batch's wall time); "
+        "models on the black line are not beaten by any other on both speed and accuracy."
     )
     return plot
 
