@@ -1,4 +1,5 @@
-"""The report's pages: index.html (self-contained), README.md and results.csv.
+"""The report's pages: index.html (self-contained) and README.md (results.csv: `results_csv.py`; the
+tables' rows: `tables.py`).
 
 Both pages say the same things in the same order: the findings in plain words, a table of every
 model (each accuracy with its n and 95% CI, and beside it a published accuracy with its setting and
@@ -10,18 +11,23 @@ and its CSS inline, so it opens from disk with no network; every piece of user t
 from __future__ import annotations
 
 import base64
-import csv
 import html
 from dataclasses import dataclass, field
-from pathlib import Path
 
-from scalingdown.config import PublishedScore
-from scalingdown.evaluate.metrics import Accuracy
-from scalingdown.report.collect import ModelRecord, RunRecords, TeacherRecord
-from scalingdown.report.costs import format_amount
-from scalingdown.report.finder import AblationPair, Finding, describe, format_count
+from scalingdown.report.collect import RunRecords
+from scalingdown.report.finder import AblationPair, Finding, format_count
 from scalingdown.report.methods import Section
 from scalingdown.report.plots import Plot
+from scalingdown.report.tables import (
+    TEACHER_COLUMNS,
+    break_even_lines,
+    cost_table,
+    crossover_line,
+    fmt_number,
+    loss_line,
+    model_table,
+    teacher_cells,
+)
 
 
 @dataclass
@@ -42,222 +48,6 @@ class ReportContent:
 # ---- numbers as text ------------------------------------------------------------------------------
 
 
-def fmt_accuracy(acc: Accuracy | None) -> str:
-    if acc is None:
-        return "missing"
-    return f"{100 * acc.accuracy:.1f}% (n={acc.n}, 95% CI {100 * acc.ci_low:.1f}-{100 * acc.ci_high:.1f})"
-
-
-def _num(value: float | None, pattern: str = "{:.1f}", missing: str = "-") -> str:
-    return missing if value is None else pattern.format(value)
-
-
-def _memory(record: ModelRecord) -> str:
-    if record.peak_memory_bytes is None:
-        return "-"
-    kind = {"cuda_max_allocated": "GPU", "process_max_rss": "process RSS"}.get(
-        record.peak_memory_kind or "", ""
-    )
-    return f"{record.peak_memory_bytes / 2**20:,.0f} MiB {kind}".strip()
-
-
-def _teacher_bill(record: ModelRecord) -> str:
-    if record.teacher_cost is None:
-        return "-"
-    tokens = f"{record.teacher_tokens:,} tok" if record.teacher_tokens is not None else ""
-    return f"{record.teacher_cost:.4g} ({tokens})" if tokens else f"{record.teacher_cost:.4g}"
-
-
-MODEL_COLUMNS = (
-    "Model",
-    "Kind",
-    "Params",
-    "Weights",
-    "Accuracy (n, 95% CI)",
-    "Per seed",
-    "Strict",
-    "ms/problem",
-    "tokens/s",
-    "Peak memory",
-    "Train time (s)",
-    "Train steps",
-    "Train tokens",
-    "Teacher cost (tokens)",
-    "Teachers",
-)
-
-
-def model_cells(m: ModelRecord) -> list[str]:
-    acc = fmt_accuracy(m.accuracy)
-    if m.source == "teacher free mode":
-        acc += " [free mode]"
-    seeds = ", ".join(f"{100 * s['accuracy']:.1f}" for s in m.per_seed if s["accuracy"] is not None)
-    return [
-        m.name,
-        m.kind,
-        format_count(m.parameters) if m.parameters else "-",
-        "-" if m.weight_bytes is None else f"{m.weight_bytes / 2**20:,.2f} MiB",
-        acc,
-        f"{seeds} ({len(m.per_seed)} seeds)" if m.per_seed else "1 run",
-        _num(None if m.strict_accuracy is None else 100 * m.strict_accuracy, "{:.1f}%"),
-        _num(None if m.seconds_per_problem is None else 1000 * m.seconds_per_problem, "{:.1f}"),
-        _num(m.tokens_per_second, "{:.0f}"),
-        _memory(m),
-        _num(m.train_seconds, "{:.0f}"),
-        _num(m.train_steps, "{:,}"),
-        _num(m.train_tokens, "{:,}"),
-        _teacher_bill(m),
-        "+".join(m.teachers) if m.teachers else "-",
-    ]
-
-
-PUBLISHED_COLUMN = "Published accuracy"
-
-
-def fmt_published(published: PublishedScore | None) -> str:
-    if published is None:
-        return "-"
-    return f"published: {published.value:g}% ({published.setting}; {published.source})"
-
-
-def model_table(models: list[ModelRecord]) -> tuple[list[str], list[list[str]]]:
-    """The model table's columns and rows. When any model has a published accuracy it gets a column
-    right after ours, so the two figures are read side by side."""
-    columns, rows = list(MODEL_COLUMNS), [model_cells(m) for m in models]
-    if any(m.published is not None for m in models):
-        at = columns.index("Accuracy (n, 95% CI)") + 1
-        columns.insert(at, PUBLISHED_COLUMN)
-        for model, row in zip(models, rows, strict=True):
-            row.insert(at, fmt_published(model.published))
-    return columns, rows
-
-
-TEACHER_COLUMNS = (
-    "Teacher",
-    "Backend / model",
-    "Mode",
-    "Questions",
-    "Rationales",
-    "Kept",
-    "Verified",
-    "Wrong answer",
-    "Arithmetic error",
-    "No work",
-    "Inconsistent chain",
-    "Program failed",
-    "Free-mode accuracy (n, 95% CI)",
-    "Tokens",
-    "Cost",
-)
-
-
-def _share(count: int | None, share: float | None) -> str:
-    return "-" if count is None else f"{count:,} ({100 * (share or 0):.0f}%)"
-
-
-_UNVERIFIED_COLUMNS = ("arithmetic_error", "no_work", "inconsistent_chain", "program_failed")
-
-
-def _category(t: TeacherRecord, name: str) -> int | None:
-    """How many rationales got verdict `name`; for stats.json without categories, the rationales with
-    an arithmetic error (then counted whatever their answer) and nothing for the newer categories."""
-    if t.categories is not None:
-        return t.categories.get(name, 0)
-    return t.arithmetic_error_rationales if name == "arithmetic_error" else None
-
-
-def teacher_cells(t: TeacherRecord) -> list[str]:
-    return [
-        t.name,
-        f"{t.backend or '?'} / {t.model or '?'}",
-        t.mode or "-",
-        _num(t.questions, "{:,}"),
-        _num(t.rationales, "{:,}"),
-        _share(t.kept, t.kept_share),
-        _share(t.verified, t.verified_share),
-        _num(t.wrong_answer, "{:,}"),
-        *(_num(_category(t, name), "{:,}") for name in _UNVERIFIED_COLUMNS),
-        fmt_accuracy(t.free_accuracy) if t.free_accuracy else "-",
-        _num(t.rationale_tokens, "{:,}"),
-        _num(t.total_cost, "{:.4g}"),
-    ]
-
-
-def crossover_line(f: Finding) -> str | None:
-    fit = f.crossover
-    if not fit:
-        return None
-    if fit.get("status") in ("bracketed", "extrapolated") and fit.get("n_star"):
-        where = "within the ladder" if fit["status"] == "bracketed" else "EXTRAPOLATED beyond the ladder"
-        return (
-            f"Fitted crossover against {f.reference}: a student of about {format_count(fit['n_star'])} "
-            f"parameters matches it (95% bootstrap interval {format_count(fit['ci_low'])}-"
-            f"{format_count(fit['ci_high'])}; {where}; logistic fit over log parameters with chance floor "
-            f"{fit['floor']:g})."
-        )
-    why = fit.get("reason", "no N* in range")
-    return f"Fitted crossover against {f.reference}: {fit.get('status')} ({why})."
-
-
-def loss_line(loss: dict, samples: int) -> str:
-    saved = ""
-    if loss.get("bytes") and loss.get("student_bytes"):
-        saved = f", {loss['student_bytes'] / loss['bytes']:.1f}x fewer bytes"
-    return (
-        f"{loss['rung']} ({loss['kind']}{saved}) vs {loss['student']}: "
-        f"{describe(loss['comparison'], samples)} "
-        "(accuracy change from quantisation; two-sided, uncorrected)."
-    )
-
-
-def _count_or_never(value: float) -> str:
-    return "never" if value == float("inf") else f"{value:,.0f}"
-
-
-def break_even_lines(content: ReportContent) -> list[str]:
-    """For each finding's winner: after how many correct answers its one-off cost is paid back."""
-    winners = {(f.reference, f.winner) for f in content.findings if f.winner and f.scale == "parameters"}
-    lines = []
-    for row in content.costs:
-        for ref, be in row["break_even"].items():
-            if (ref, row["model"]) not in winners or be["value"] is None:
-                continue
-            lines.append(
-                f"Break-even of {row['model']} against {ref}: {_count_or_never(be['value'])} correctly "
-                "answered questions pay back its one-off cost of "
-                f"{format_amount(row['one_off'], row['unit'])} "
-                f"(teachers + training; 95% interval {_count_or_never(be['ci_low'])}-"
-                f"{_count_or_never(be['ci_high'])})."
-            )
-    return lines
-
-
-COST_COLUMNS = ("Model", "Unit", "Per 1,000 questions", "Per correct answer", "One-off (teachers + training)")
-
-
-def cost_table(content: ReportContent) -> tuple[list[str], list[list[str]]]:
-    refs = sorted({ref for row in content.costs for ref in row["break_even"]})
-    columns = list(COST_COLUMNS) + [f"Break-even vs {ref} (correct answers, 95% CI)" for ref in refs]
-    rows = []
-    for row in content.costs:
-        cells = [
-            row["model"],
-            row["unit"],
-            format_amount(row["per_1000_questions"], row["unit"]),
-            format_amount(row["per_correct"], row["unit"]),
-            format_amount(row["one_off"], row["unit"]),
-        ]
-        for ref in refs:
-            be = row["break_even"].get(ref)
-            if be is None or be["value"] is None:
-                cells.append("-")
-            else:
-                low, high = _count_or_never(be["ci_low"]), _count_or_never(be["ci_high"])
-                cells.append(f"{_count_or_never(be['value'])} ({low}-{high})")
-        rows.append(cells)
-    return columns, rows
-
-
 def finding_lines(content: ReportContent) -> list[str]:
     """The findings, their crossover sizes, the ablation, quantisation, break-even and each reference's
     budget, as sentences."""
@@ -271,8 +61,8 @@ def finding_lines(content: ReportContent) -> list[str]:
         if ref is not None and (ref.train_seconds or ref.train_steps):
             lines.append(
                 f"Budget of {ref.name}: {format_count(ref.parameters)} params, "
-                f"{_num(ref.train_steps, '{:,}', '?')} training steps, "
-                f"{_num(ref.train_seconds, '{:.0f}', '?')} s"
+                f"{fmt_number(ref.train_steps, '{:,}', '?')} training steps, "
+                f"{fmt_number(ref.train_seconds, '{:.0f}', '?')} s"
                 + (f", {ref.train_tokens:,} tokens" if ref.train_tokens else "")
                 + "."
             )
@@ -338,8 +128,8 @@ def stage_rows(records: RunRecords) -> list[list[str]]:
             rows.append(
                 [
                     stage,
-                    _num(entry.get("seconds"), "{:.1f}"),
-                    _num(cost, "{:.4g}"),
+                    fmt_number(entry.get("seconds"), "{:.1f}"),
+                    fmt_number(cost, "{:.4g}"),
                     str(entry.get("finished", "-")),
                 ]
             )
@@ -497,65 +287,3 @@ def render_markdown(content: ReportContent) -> str:
 
 
 # ---- CSV ------------------------------------------------------------------------------------------
-
-CSV_COLUMNS = tuple(
-    "name kind source parameters accuracy correct n ci_low ci_high strict_accuracy seconds_per_problem "
-    "tokens_per_second peak_memory_bytes peak_memory_kind train_seconds train_steps train_tokens final_loss "
-    "trainable_parameters teachers student_format combine student_mode teacher_cost teacher_tokens "
-    "prompt_format weight_bytes quantized_from quantization seeds per_seed_accuracy published_accuracy "
-    "published_setting published_source missing".split()
-)
-
-
-def _suffix(f: Finding) -> str:
-    return f.reference if f.scale == "parameters" else f"{f.reference}_bytes"
-
-
-def results_rows(records: RunRecords, findings: list[Finding]) -> tuple[list[str], list[dict]]:
-    """One row per model with every number, plus its paired comparison against each reference."""
-    columns = list(CSV_COLUMNS)
-    for f in findings:
-        columns += [f"{key}_vs_{_suffix(f)}" for key in ("diff", "diff_ci_low", "diff_ci_high", "p", "n")]
-    rows = []
-    for m in records.models:
-        acc = m.accuracy
-        row = {key: getattr(m, key, None) for key in CSV_COLUMNS}
-        row.update(
-            accuracy=acc.accuracy if acc else None,
-            correct=acc.correct if acc else None,
-            n=acc.n if acc else None,
-            ci_low=acc.ci_low if acc else None,
-            ci_high=acc.ci_high if acc else None,
-            teachers="+".join(m.teachers) if m.teachers else None,
-            seeds=len(m.per_seed) or 1,
-            per_seed_accuracy=" ".join(f"{x['accuracy']:.4f}" for x in m.per_seed) or None,
-            missing="; ".join(m.missing) or None,
-        )
-        if m.published is not None:  # a fraction, as `accuracy` is; the config gives percent
-            row.update(
-                published_accuracy=m.published.value / 100,
-                published_setting=m.published.setting,
-                published_source=m.published.source,
-            )
-        for f in findings:
-            c = f.comparisons.get(m.name)
-            if c is not None:
-                values = {
-                    "diff": c.diff,
-                    "diff_ci_low": c.ci_low,
-                    "diff_ci_high": c.ci_high,
-                    "p": c.p,
-                    "n": c.n,
-                }
-                row.update({f"{key}_vs_{_suffix(f)}": value for key, value in values.items()})
-        rows.append(row)
-    return columns, rows
-
-
-def write_results_csv(path: Path, records: RunRecords, findings: list[Finding]) -> None:
-    columns, rows = results_rows(records, findings)
-    with path.open("w", encoding="utf-8", newline="") as handle:
-        writer = csv.DictWriter(handle, fieldnames=columns, restval="")
-        writer.writeheader()
-        for row in rows:
-            writer.writerow({k: "" if v is None else v for k, v in row.items()})

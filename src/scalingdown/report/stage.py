@@ -36,8 +36,9 @@ def run_report_stage(study: StudyConfig, *, settings: ReportConfig | None = None
     from scalingdown.report.costs import cost_rows
     from scalingdown.report.finder import ablation_pairs, find_smallest_winners, quantisation_losses
     from scalingdown.report.methods import method_sections
-    from scalingdown.report.pages import ReportContent, render_html, render_markdown, write_results_csv
+    from scalingdown.report.pages import ReportContent, render_html, render_markdown
     from scalingdown.report.plots import make_plots
+    from scalingdown.report.results_csv import write_results_csv
 
     settings = settings or report_settings(study)
     run_dir = Path(study.run_dir)
