@@ -4,6 +4,7 @@ the report marks what is missing instead of failing."""
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import pytest
@@ -141,6 +142,62 @@ def test_a_model_with_its_own_few_shot_prompt_gets_its_exemplars(tmp_path: Path)
     assert "error" not in metrics and metrics["prompt_format"] == "few-shot" and metrics["n"] == 6
     rows = [json.loads(line) for line in (tmp_path / "run" / "eval" / "ref" / "predictions.jsonl").open()]
     assert rows[0]["prompt"].count("Question:") == 3  # two worked exemplars, then the question
+
+
+def test_few_shot_exemplars_can_take_a_teachers_rationales(tmp_path: Path) -> None:
+    """A train split without gold rationales (SVAMP) takes its exemplars' from a teacher's kept ones;
+    without `eval.fewshot_teacher` the error says so; a new rationale file is a new evaluation."""
+    from scalingdown.artifacts import read_jsonl, write_jsonl
+    from scalingdown.study import ensure_data, eval_key, evaluate_models
+
+    run = tmp_path / "run"
+    config = {
+        "run_dir": str(run),
+        "data": {"dataset": "synthetic", "synthetic": {"n_train": 30, "n_test": 4}},
+        "teachers": [{"name": "book", "backend": "replay", "model": str(tmp_path / "book.jsonl")}],
+        "eval": {"prompt": "few-shot", "max_new_tokens": 4, "batch_size": 8, "num_fewshot": 2},
+        "models": [{"name": "ref", "tiny": TINY}],
+    }
+    config["eval"].update(speed_prompts=0, quantize=[])
+    ensure_data(parse_config(config))
+    train_file = run / "data" / "train.jsonl"
+    problems = read_jsonl(train_file)
+    write_jsonl(train_file, [{**p, "rationale": None} for p in problems])  # no gold rationales
+    rationales = run / "teachers" / "book" / "rationales.jsonl"
+    rows = [
+        {
+            "problem_id": p["id"],
+            "teacher": "book",
+            "sample": 0,
+            "text": f"Work {i}.\n\nSo {p['answer']}.",
+            "verified": i % 2 == 0,
+        }
+        for i, p in enumerate(problems)
+    ]
+    write_jsonl(rationales, rows)
+
+    from scalingdown.errors import UserError
+
+    with pytest.raises(
+        UserError, match=r"found 0 \(a data set without gold rationales .*eval.fewshot_teacher"
+    ):
+        evaluate_models(parse_config(config))
+
+    config["eval"]["fewshot_teacher"] = "book"
+    study = parse_config(config)
+    metrics = evaluate_models(study)["ref"]
+    assert "error" not in metrics and metrics["n"] == 4
+    prompt = read_jsonl(run / "eval" / "ref" / "predictions.jsonl")[0]["prompt"]
+    shown = [int(n) for n in re.findall(r"Work (\d+)\.", prompt)]
+    assert len(shown) == 2 and all(i % 2 == 0 for i in shown)  # verified ones only, blank lines collapsed
+    assert "Work" in prompt and "\n\nSo" not in prompt
+
+    before = eval_key(study.models[0], study, str(run / "models" / "ref"))
+    write_jsonl(rationales, [{**r, "text": r["text"] + " Again."} for r in rows])
+    assert eval_key(study.models[0], study, str(run / "models" / "ref")) != before
+
+    with pytest.raises(UserError, match="eval.fewshot_teacher: .nobody. is not a teacher"):
+        parse_config({**config, "eval": {**config["eval"], "fewshot_teacher": "nobody"}})
 
 
 def test_the_manifest_keeps_each_stage_config_and_parallel_writers(tmp_path: Path) -> None:

@@ -179,6 +179,12 @@ class EvalConfig(_Strict):
         raise ValueError(f"{value!r}: expected 'auto', 'answer', 'single', 'vote' or 'rationale:<teacher>'")
 
     num_fewshot: int = Field(4, ge=0, description="Worked examples in a few-shot prompt.")
+    fewshot_teacher: str | None = Field(
+        None,
+        description="Take the few-shot exemplars' rationales from this teacher's kept (verified) "
+        "rationales for the train problems, for a data set whose train split has none (SVAMP); "
+        "default: the train split's own gold rationales.",
+    )
     batch_size: int = Field(32, ge=1, description="Prompts generated together in one batch.")
     max_new_tokens: int = Field(256, ge=1, description="Most tokens generated per answer.")
     stop: list[str] = Field(
@@ -570,6 +576,12 @@ class StudyConfig(_Strict):
         ]:
             if seeds is not None and len(set(seeds)) != len(seeds):
                 raise ValueError(f"{where}: a seed is listed twice ({seeds})")
+        named = self.eval.fewshot_teacher
+        if named is not None and named not in {t.name for t in self.teachers}:
+            known = ", ".join(t.name for t in self.teachers) or "none"
+            raise ValueError(
+                f"eval.fewshot_teacher: {named!r} is not a teacher of this study (teachers: {known})"
+            )
         return self
 
 

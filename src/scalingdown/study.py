@@ -199,11 +199,36 @@ def eval_key(spec: ModelConfig, study: StudyConfig, path: str, quantize: str | N
         splits["test"],
         splits["train"] if prompt == "few-shot" else None,
     ]
+    if prompt == "few-shot" and study.eval.fewshot_teacher:
+        parts.append(fewshot_source_digest(study))
     if quantize is not None:
         parts.append(quantize)
     if prompt == "student":
         parts.append(student_mode_of(path, study))
     return digest(parts)
+
+
+def with_teacher_rationales(train: list, run_dir: Path, teacher: str) -> list:
+    """The train problems that `teacher` kept a verified rationale for, each with that rationale (its
+    first sample, blank lines collapsed so the exemplar separator stays unambiguous) as its own."""
+    from scalingdown.train.examples import load_rationales, rationale_text
+
+    rows = load_rationales(run_dir, [teacher], problems=train, where="eval.fewshot_teacher")[teacher]
+    first: dict[str, str] = {}
+    for row in sorted(rows, key=lambda r: r.get("sample", 0)):
+        first.setdefault(row["problem_id"], rationale_text(row["text"]))
+    return [p.model_copy(update={"rationale": first[p.id]}) for p in train if first.get(p.id)]
+
+
+def fewshot_source_digest(study: StudyConfig) -> str | None:
+    """The digest of the file the few-shot exemplars' rationales come from, when a teacher's."""
+    name = study.eval.fewshot_teacher
+    if not name:
+        return None
+    from scalingdown.train.examples import RATIONALES_FILE
+
+    path = Path(study.run_dir) / "teachers" / name / RATIONALES_FILE
+    return file_digest(path) if path.is_file() else None
 
 
 def student_mode_of(path: str, study: StudyConfig) -> str:
@@ -233,6 +258,8 @@ def evaluate_models(
     targets = [EvalTarget(spec) for spec in study.models] if targets is None else targets
     needs_train = any(prompt_of(t.spec, study) == "few-shot" for t in targets)
     train = load_run_problems(run_dir, "train") if needs_train else []
+    if needs_train and study.eval.fewshot_teacher:
+        train = with_teacher_rationales(train, run_dir, study.eval.fewshot_teacher)
     results: dict[str, dict] = {}
     for target in targets:
         spec, label, out_dir = target.spec, target.label, target.out_dir(run_dir)

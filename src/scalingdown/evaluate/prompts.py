@@ -51,6 +51,11 @@ def pick_exemplars(
     if k > len(candidates):
         raise UserError(
             f"few-shot prompting needs {k} training problems with rationales, found {len(candidates)}"
+            + (
+                ""
+                if candidates
+                else " (a data set without gold rationales can take a teacher's: eval.fewshot_teacher)"
+            )
         )
     return random.Random(seed).sample(candidates, k)
 
