@@ -189,7 +189,8 @@ def eval_key(spec: ModelConfig, study: StudyConfig, path: str, quantize: str | N
     splits = split_digests(study.run_dir)
     prompt = prompt_of(spec, study)
     # The mode matters to students only: other models keep the key they had before modes existed.
-    settings = study.eval.model_dump(mode="json", exclude={"student_mode"})
+    # and where the exemplars come from matters to few-shot prompts only.
+    settings = study.eval.model_dump(mode="json", exclude={"student_mode", "fewshot_teacher"})
     parts = [
         spec.model_dump(mode="json"),
         settings,
