@@ -196,6 +196,13 @@ def test_few_shot_exemplars_can_take_a_teachers_rationales(tmp_path: Path) -> No
     write_jsonl(rationales, [{**r, "text": r["text"] + " Again."} for r in rows])
     assert eval_key(study.models[0], study, str(run / "models" / "ref")) != before
 
+    # ... and is nothing to a model asked zero-shot (or a student): its key stays as it was
+    zero = study.models[0].model_copy(update={"prompt": "zero-shot"})
+    plain = parse_config({**config, "eval": {**config["eval"], "fewshot_teacher": None}})
+    assert eval_key(zero, study, str(run / "models" / "ref")) == eval_key(
+        zero, plain, str(run / "models" / "ref")
+    )
+
     with pytest.raises(UserError, match="eval.fewshot_teacher: .nobody. is not a teacher"):
         parse_config({**config, "eval": {**config["eval"], "fewshot_teacher": "nobody"}})
 
