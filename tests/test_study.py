@@ -241,3 +241,16 @@ def _record_stages(run: str, worker: int) -> None:
     study = parse_config({"run_dir": run})
     for i in range(15):
         update_manifest(Path(run), study, f"eval/w{worker}-{i}", seconds=0.0)
+
+
+def test_a_stage_that_found_everything_done_keeps_the_time_its_work_took(tmp_path: Path) -> None:
+    from scalingdown.manifest import update_manifest
+
+    study = parse_config({"run_dir": str(tmp_path)})
+    update_manifest(tmp_path, study, "train", seconds=900.0)
+    update_manifest(tmp_path, study, "train", skipped=True, seconds=0.5)
+    entry = read_json(tmp_path / "manifest.json")["stages"]["train"]
+    assert entry["seconds"] == 900.0 and "checked" in entry
+    other = parse_config({"run_dir": str(tmp_path), "hyperparameters": {"max_steps": 3}})
+    update_manifest(tmp_path, other, "train", skipped=True, seconds=0.5)  # other inputs: a new entry
+    assert read_json(tmp_path / "manifest.json")["stages"]["train"]["seconds"] == 0.5

@@ -50,8 +50,11 @@ def git_commit() -> str | None:
     return out.stdout.strip() + ("-dirty" if dirty else "")
 
 
-def update_manifest(run_dir: Path, study: StudyConfig, stage: str, **entry: Any) -> dict:
-    """Record one finished stage (seconds, cost, ...) with its config sections, versions and hardware."""
+def update_manifest(
+    run_dir: Path, study: StudyConfig, stage: str, *, skipped: bool = False, **entry: Any
+) -> dict:
+    """Record one finished stage (seconds, cost, ...) with its config sections, versions and hardware.
+    A stage that found everything done (`skipped`) keeps the seconds of the run that did the work."""
     from scalingdown.evaluate.efficiency import hardware, package_versions
 
     config = redact_tree(study.model_dump(mode="json"))  # no URL credentials in a file people share
@@ -72,11 +75,12 @@ def update_manifest(run_dir: Path, study: StudyConfig, stage: str, **entry: Any)
             }
         )
         stages = manifest.setdefault("stages", {})
-        stages[stage] = {
-            **entry,
-            "seed": study.seed,
-            "config": consumed,
-            "finished": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-        }
+        now = datetime.now(timezone.utc).isoformat(timespec="seconds")
+        before = stages.get(stage) if isinstance(stages.get(stage), dict) else {}
+        if skipped and before.get("config") == consumed and "seconds" in before:
+            # Nothing was redone: the stage's time stays the time its work took, not the check's.
+            stages[stage] = {**before, "checked": now}
+            return
+        stages[stage] = {**entry, "seed": study.seed, "config": consumed, "finished": now}
 
     return update_json(run_dir / "manifest.json", record)

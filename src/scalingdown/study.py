@@ -59,7 +59,9 @@ def ensure_teach(study: StudyConfig, *, only: list[str] | None = None) -> dict[s
     started = time.perf_counter()
     summaries = run_teach_stage(study, only=only)
     cost = sum(s.get("usage", {}).get("cost_this_run", 0.0) for s in summaries.values())
-    update_manifest(Path(study.run_dir), study, "teach", seconds=time.perf_counter() - started, cost=cost)
+    skipped = bool(summaries) and all(s.get("skipped") for s in summaries.values())
+    seconds = time.perf_counter() - started
+    update_manifest(Path(study.run_dir), study, "teach", skipped=skipped, seconds=seconds, cost=cost)
     _print_teachers(summaries)
     return summaries
 
@@ -113,7 +115,10 @@ def ensure_students(study: StudyConfig, *, only: list[str] | None = None, force:
     summaries = run_train_stage(study, only=only, force=force)
     if not process_state().is_main_process:  # under torchrun / accelerate launch one process reports
         return summaries
-    update_manifest(Path(study.run_dir), study, "train", seconds=time.perf_counter() - started)
+    skipped = bool(summaries) and all(s.get("skipped") for s in summaries.values())
+    update_manifest(
+        Path(study.run_dir), study, "train", skipped=skipped, seconds=time.perf_counter() - started
+    )
     for name, s in summaries.items():
         if "error" in s:
             console.print(f"[red]student {name} failed:[/red] {escape(s['error'])}")
