@@ -79,7 +79,7 @@ def test_a_failing_student_is_reported_and_the_study_goes_on(tmp_path: Path) -> 
         assert metrics["n"] == 30
         # The dedicated speed measurement (its own process) and the int8 rung of each student.
         speed = metrics["speed"]
-        assert speed["passes"] == 3 and 0 < speed["seconds_per_question_min"] <= speed["seconds_per_question"]
+        assert speed["passes"] == 1 and 0 < speed["seconds_per_question_min"] <= speed["seconds_per_question"]
         assert speed["peak_memory_bytes"] > speed["baseline_rss_bytes"] > 0
         int8 = read_json(run / "eval" / name / "int8" / "metrics.json")
         assert int8["quantization"]["kind"] == "int8" and int8["n"] == 30
