@@ -56,14 +56,14 @@ def finding_lines(content: ReportContent) -> list[str]:
     lines += [p.statement(content.samples) for p in content.pairs]
     lines += [loss_line(loss, content.samples) for loss in content.losses]
     lines += break_even_lines(content)
-    for f in content.findings:
-        ref = content.records.model(f.reference)
+    for name in dict.fromkeys(f.reference for f in content.findings):  # once per reference, not per scale
+        ref = content.records.model(name)
         if ref is not None and (ref.train_seconds or ref.train_steps):
             lines.append(
                 f"Budget of {ref.name}: {format_count(ref.parameters)} params, "
-                f"{fmt_number(ref.train_steps, '{:,}', '?')} training steps, "
+                f"{fmt_number(ref.train_steps, '{:,.0f}', '?')} training steps, "
                 f"{fmt_number(ref.train_seconds, '{:.0f}', '?')} s"
-                + (f", {ref.train_tokens:,} tokens" if ref.train_tokens else "")
+                + (f", {ref.train_tokens:,.0f} tokens" if ref.train_tokens else "")
                 + "."
             )
     return lines
