@@ -179,6 +179,7 @@ def _write_config(path: Path, run: Path, steps: int) -> Path:
     return path
 
 
+@pytest.mark.slow  # 40-50 s of subprocesses: kept out of the default run's 10 minutes
 def test_kill_9_during_training_resumes_and_ends_with_the_same_loss(taught_run, tmp_path):
     env = {**os.environ, "TQDM_DISABLE": "1"}
     clean, crashed = tmp_path / "clean", tmp_path / "crashed"
@@ -315,6 +316,7 @@ def test_trained_student_beats_the_same_model_untrained(taught_run, tmp_path):
     print(f"trained {trained['accuracy']} vs untrained {base['accuracy']}")
 
 
+@pytest.mark.slow  # 40-50 s of subprocesses: kept out of the default run's 10 minutes
 def test_two_processes_match_one_process_across_an_epoch_end_and_a_resume(taught_run, tmp_path):
     """DDP on 2 CPU processes (gloo, torchrun) against 1 process accumulating 2 micro-batches per step.
 
