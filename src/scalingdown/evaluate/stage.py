@@ -19,7 +19,7 @@ from pathlib import Path
 
 from scalingdown.artifacts import iter_jsonl, read_json, write_json, write_jsonl
 from scalingdown.config import EvalConfig
-from scalingdown.data.answers import answers_match, majority_vote, score
+from scalingdown.data.answers import majority_vote, score
 from scalingdown.data.schema import Problem
 from scalingdown.digests import digest, tree_fingerprint
 from scalingdown.errors import UserError
@@ -78,13 +78,7 @@ def score_outputs(problem: Problem, samples: Sequence[str]) -> dict:
     scored = [score(problem, text) for text in samples]
     strict = majority_vote([s.strict_answer for s in scored])
     flexible = majority_vote([s.flexible_answer for s in scored])
-    choice = problem.is_choice
-    return {
-        "answer": flexible,
-        "correct": answers_match(flexible, problem.answer, choice=choice),
-        "strict_answer": strict,
-        "strict_correct": answers_match(strict, problem.answer, choice=choice),
-    }
+    return student_modes.verdict(problem, flexible, strict)
 
 
 def prediction_row(problem: Problem, generated: dict, plan: student_modes.ModePlan | None) -> dict:

@@ -90,6 +90,11 @@ def vote(problem: Problem, per_mode: Mapping[str, Mapping]) -> dict:
     vote order); ties go to the answer seen first in that order (`data.answers.majority_vote`)."""
     flexible = majority_vote([scores.get("answer") for scores in per_mode.values()])
     strict = majority_vote([scores.get("strict_answer") for scores in per_mode.values()])
+    return verdict(problem, flexible, strict)
+
+
+def verdict(problem: Problem, flexible: str | None, strict: str | None) -> dict:
+    """A prediction row's answers and whether each matches the gold answer."""
     choice = problem.is_choice
     return {
         "answer": flexible,
