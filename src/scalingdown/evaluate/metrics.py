@@ -47,7 +47,10 @@ class Accuracy:
 
 def accuracy(flags: Sequence[bool]) -> Accuracy:
     """Accuracy of a list of per-problem correctness flags, with its Wilson 95% interval."""
-    n = len(flags)
-    correct = sum(bool(f) for f in flags)
+    return accuracy_of(sum(bool(f) for f in flags), len(flags))
+
+
+def accuracy_of(correct: int, n: int) -> Accuracy:
+    """`correct` of `n` as an Accuracy with its Wilson 95% interval."""
     low, high = wilson_interval(correct, n)
     return Accuracy(correct=correct, n=n, accuracy=correct / n if n else 0.0, ci_low=low, ci_high=high)

@@ -123,18 +123,14 @@ def pooled_modes(per_seed: list[dict[str, Accuracy]]) -> dict[str, Accuracy]:
     """Each inference mode's accuracy over the seeds that measured it: correct and n summed, so the
     accuracy is the mean over seeds (equal n); its interval is the Wilson interval of that sum (the
     table shows the accuracy only). One seed: its own figures."""
-    from scalingdown.evaluate.metrics import wilson_interval
+    from scalingdown.evaluate.metrics import accuracy_of
 
     if len(per_seed) == 1:
         return dict(per_seed[0])
     out = {}
     for mode in dict.fromkeys(m for figures in per_seed for m in figures):
         found = [figures[mode] for figures in per_seed if mode in figures]
-        correct, n = sum(a.correct for a in found), sum(a.n for a in found)
-        low, high = wilson_interval(correct, n)
-        out[mode] = Accuracy(
-            correct=correct, n=n, accuracy=correct / n if n else 0.0, ci_low=low, ci_high=high
-        )
+        out[mode] = accuracy_of(sum(a.correct for a in found), sum(a.n for a in found))
     return out
 
 
