@@ -51,6 +51,11 @@ def ensure_data(study: StudyConfig, *, force: bool = False) -> dict:
     return report
 
 
+def all_skipped(summaries: dict[str, dict]) -> bool:
+    """Whether a stage found every one of its parts already done (nothing was redone)."""
+    return bool(summaries) and all(s.get("skipped") for s in summaries.values())
+
+
 def ensure_teach(study: StudyConfig, *, only: list[str] | None = None) -> dict[str, dict]:
     """The teach stage (every teacher, or those in `only`); cheap to repeat, since every stored answer
     comes from the cache."""
@@ -59,7 +64,7 @@ def ensure_teach(study: StudyConfig, *, only: list[str] | None = None) -> dict[s
     started = time.perf_counter()
     summaries = run_teach_stage(study, only=only)
     cost = sum(s.get("usage", {}).get("cost_this_run", 0.0) for s in summaries.values())
-    skipped = bool(summaries) and all(s.get("skipped") for s in summaries.values())
+    skipped = all_skipped(summaries)
     seconds = time.perf_counter() - started
     update_manifest(Path(study.run_dir), study, "teach", skipped=skipped, seconds=seconds, cost=cost)
     _print_teachers(summaries)
@@ -115,7 +120,7 @@ def ensure_students(study: StudyConfig, *, only: list[str] | None = None, force:
     summaries = run_train_stage(study, only=only, force=force)
     if not process_state().is_main_process:  # under torchrun / accelerate launch one process reports
         return summaries
-    skipped = bool(summaries) and all(s.get("skipped") for s in summaries.values())
+    skipped = all_skipped(summaries)
     update_manifest(
         Path(study.run_dir), study, "train", skipped=skipped, seconds=time.perf_counter() - started
     )
