@@ -95,3 +95,71 @@ def test_eval_mode_on_the_command_line(run_with_student):
     bad = run_cli(*args, "--mode", "rationale")
     assert bad.returncode == 2 and "eval.student_mode: 'rationale': expected" in bad.stderr
     assert bad.stderr.strip().count("\n") == 0
+
+
+def _select_study(run: Path, student: Path, dev_size: int = 12):
+    return parse_config(
+        {
+            "run_dir": str(run),
+            "data": {"synthetic": {"n_train": 60, "n_test": 6}, "dev_size": dev_size},
+            "eval": {
+                "max_new_tokens": 6,
+                "batch_size": 8,
+                "student_mode": "select",
+                "speed_prompts": 0,
+                "quantize": [],
+            },
+            "models": [{"name": "s", "path": str(student), "prompt": "student"}],
+        }
+    )
+
+
+def test_select_chooses_the_mode_on_the_dev_slice_and_answers_the_test_set_with_it(tmp_path: Path):
+    from scalingdown.config import TinyModelConfig
+    from scalingdown.data.stage import load_run_problems
+    from scalingdown.evaluate.prompts import worked_example
+    from scalingdown.evaluate.student_modes import choose, selection_order
+    from scalingdown.models.tiny import build_tiny
+    from scalingdown.study import ensure_data, evaluate_models
+
+    run = tmp_path / "run"
+    ensure_data(_select_study(run, tmp_path / "student"))
+    texts = [worked_example(p) for p in load_run_problems(run, "train")]
+    config = TinyModelConfig(**{**TINY, "pretrain_steps": 30})
+    student = build_tiny(config, texts, tmp_path / "student", seed=0, progress=False)
+    (student / "scalingdown.json").write_text(json.dumps(student_prompt_record("multitask", MODES)))
+
+    metrics = evaluate_models(_select_study(run, student), force=False)["s"]
+    dev_dir = run / "eval" / "s" / "dev"
+    dev_rows = read_jsonl(dev_dir / "predictions.jsonl")
+    dev_ids = {p.id for p in load_run_problems(run, "dev")}
+    assert {r["id"] for r in dev_rows} == dev_ids and len(dev_ids) == 12  # the dev slice, not test
+    # The rule, recomputed from the dev predictions themselves.
+    dev_accuracy = {mode: sum(r["modes"][mode]["correct"] for r in dev_rows) / 12 for mode in MODES}
+    dev_accuracy["vote"] = sum(r["correct"] for r in dev_rows) / 12
+    chosen = choose(dev_accuracy, selection_order(MODES))
+    selection = metrics["mode_selection"]
+    assert selection["chosen"] == chosen == metrics["student_mode"] and selection["dev_n"] == 12
+    assert metrics["student_mode_asked"] == "select" and list(metrics["modes"]) == [*MODES, "vote"]
+    test_rows = read_jsonl(run / "eval" / "s" / "predictions.jsonl")
+    assert {r["id"] for r in test_rows} == {p.id for p in load_run_problems(run, "test")}
+    for row in test_rows:  # every mode generated, the row's answer the chosen mode's
+        assert list(row["modes"]) == MODES
+        if chosen != "vote":
+            assert row["answer"] == row["modes"][chosen]["answer"]
+
+    dev_written = (dev_dir / "metrics.json").stat().st_mtime_ns
+    again = evaluate_models(_select_study(run, student), force=False)["s"]
+    assert again["spec_digest"] == metrics["spec_digest"]
+    assert (dev_dir / "metrics.json").stat().st_mtime_ns == dev_written  # nothing chosen twice
+
+    ensure_data(_select_study(run, student, dev_size=10))  # another dev slice: chosen and evaluated again
+    other = evaluate_models(_select_study(run, student, dev_size=10), force=False)["s"]
+    assert other["mode_selection"]["dev_n"] == 10 and other["spec_digest"] != metrics["spec_digest"]
+
+
+def test_select_needs_a_dev_slice(tmp_path: Path):
+    from scalingdown.errors import UserError
+
+    with pytest.raises(UserError, match="eval.student_mode: 'select' chooses on a dev slice"):
+        parse_config({"run_dir": str(tmp_path), "eval": {"student_mode": "select"}})

@@ -75,6 +75,12 @@ class DataConfig(_Strict):
     )
     train_limit: int | None = Field(None, ge=1, description="Keep at most this many training problems.")
     test_limit: int | None = Field(None, ge=1, description="Keep at most this many test problems.")
+    dev_size: int = Field(
+        0,
+        ge=0,
+        description="Hold this many train problems out (a seeded sample, in data/dev.jsonl): never taught "
+        "or trained on; `eval.student_mode: select` chooses each student's inference mode on them.",
+    )
     overlap_ngram: int = Field(8, ge=2, description="Word n-gram size of the train/test overlap check.")
     overlap_threshold: float = Field(
         0.5,
@@ -164,19 +170,23 @@ class EvalConfig(_Strict):
         "'rationale:<teacher>' (that teacher's rationale task, the answer read from the rationale), "
         "'vote' (majority over every task the student learnt; ties go to the answer task, then the "
         "teachers in training order), 'single' (a pooled student's one task) or 'auto' ('answer' for "
-        "a student with an answer task, else 'single').",
+        "a student with an answer task, else 'single') or 'select' (per trained replicate, the mode "
+        "with the highest accuracy on the dev slice, data.dev_size; ties go to the answer task, then "
+        "the rationale tasks, then the vote; every mode is still evaluated and shown).",
     )
 
     @field_validator("student_mode")
     @classmethod
     def _known_mode(cls, value: str) -> str:
-        if value in ("auto", "answer", "single", "vote"):
+        if value in ("auto", "answer", "single", "vote", "select"):
             return value
         teacher = value.removeprefix("rationale:")
         if teacher != value:
             check_name(teacher)
             return value
-        raise ValueError(f"{value!r}: expected 'auto', 'answer', 'single', 'vote' or 'rationale:<teacher>'")
+        raise ValueError(
+            f"{value!r}: expected 'auto', 'answer', 'single', 'vote', 'select' or 'rationale:<teacher>'"
+        )
 
     num_fewshot: int = Field(4, ge=0, description="Worked examples in a few-shot prompt.")
     fewshot_teacher: str | None = Field(
@@ -204,6 +214,10 @@ class EvalConfig(_Strict):
         default_factory=lambda: ["int8"],
         description="Also evaluate every trained student quantised: 'int8' (dynamic, CPU), 'int8-bnb' "
         "and 'nf4' (bitsandbytes, GPU); a kind that cannot run here is skipped with its reason.",
+    )
+    quantize_seeds: list[int] | None = Field(
+        None,
+        description="Evaluate the quantised rungs of these training seeds only (default: every seed).",
     )
     speed_prompts: int = Field(
         8,
@@ -576,6 +590,8 @@ class StudyConfig(_Strict):
         ]:
             if seeds is not None and len(set(seeds)) != len(seeds):
                 raise ValueError(f"{where}: a seed is listed twice ({seeds})")
+        if self.eval.student_mode == "select" and not self.data.dev_size:
+            raise ValueError("eval.student_mode: 'select' chooses on a dev slice: set data.dev_size > 0")
         named = self.eval.fewshot_teacher
         if named is not None and named not in {t.name for t in self.teachers}:
             known = ", ".join(t.name for t in self.teachers) or "none"

@@ -13,6 +13,7 @@ catch a typo before the paid teach stage, with the message every other config mi
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Any
 
@@ -73,7 +74,16 @@ def _first_error(exc: ValidationError, prefix: tuple[Any, ...] = ()) -> tuple[tu
     errors = exc.errors()
     first = errors[0]
     loc = tuple(x for x in first["loc"] if not (isinstance(x, str) and x.startswith("function-")))
-    return (*prefix, *loc), first["msg"].removeprefix("Value error, "), len(errors) - 1
+    message = first["msg"].removeprefix("Value error, ")
+    named = _NAMED_KEY.match(message)
+    if not loc and named:  # a whole-study check that names its key: point at that key's line
+        loc = tuple(int(part) if part.isdigit() else part for part in re.findall(r"\w+", named[1]))
+        message = named[2]
+    return (*prefix, *loc), message, len(errors) - 1
+
+
+# "eval.student_mode: ..." or "students[1].seeds: ...": a message that begins with the key it is about
+_NAMED_KEY = re.compile(r"^([a-z_]+(?:\.[a-z_]+|\[\d+\])+): (.*)$", re.DOTALL)
 
 
 def _check(model: type[BaseModel], data: dict, prefix: tuple[Any, ...]):

@@ -165,7 +165,9 @@ def student_targets(study: StudyConfig) -> list[EvalTarget]:
             if (folder / STUDENT_FILE).is_file():
                 spec = ModelConfig(name=student.name, path=str(folder), prompt="student")
                 targets.append(EvalTarget(spec, seed))
-                targets += [EvalTarget(spec, seed, kind) for kind in study.eval.quantize]
+                chosen = study.eval.quantize_seeds
+                if chosen is None or (study.seed if seed is None else seed) in chosen:
+                    targets += [EvalTarget(spec, seed, kind) for kind in study.eval.quantize]
     return targets
 
 
@@ -214,9 +216,45 @@ def eval_key(spec: ModelConfig, study: StudyConfig, path: str, quantize: str | N
         parts.append(fewshot_source_digest(study))
     if quantize is not None:
         parts.append(quantize)
-    if prompt == "student":
+    if prompt == "student" and study.eval.student_mode == "select":
+        parts.append(["select", splits.get("dev")])  # the choice follows from the weights and the dev slice
+    elif prompt == "student":
         parts.append(student_mode_of(path, study))
     return digest(parts)
+
+
+def dev_key(study: StudyConfig, path: str) -> str:
+    """What a dev-slice evaluation (`evaluate.selection`) depends on: the weights, the decoding
+    settings, the seed and the dev slice."""
+    from scalingdown.data.stage import split_digests
+
+    settings = study.eval.model_dump(
+        mode="json",
+        exclude={"student_mode", "fewshot_teacher", "limit", "quantize", "quantize_seeds", "speed_prompts"},
+    )
+    dev = split_digests(study.run_dir).get("dev")
+    return digest([path, tree_fingerprint(path), settings, study.seed, dev])
+
+
+def select_student_mode(study: StudyConfig, target: EvalTarget, path: str):
+    """`eval.student_mode: select`: the mode this replicate is asked in, chosen on the dev slice (once
+    per replicate; its quantised rungs reuse the choice), as (test-set plan, selection record)."""
+    from scalingdown.data.stage import load_run_problems
+    from scalingdown.evaluate.selection import DEV_DIR, select_mode
+    from scalingdown.evaluate.stage import student_template
+    from scalingdown.evaluate.student_modes import selected_plan
+
+    run_dir = Path(study.run_dir)
+    selection = select_mode(
+        load_run_problems(run_dir, "dev"),
+        name=replicate_label(target.spec.name, target.seed),
+        model_path=path,
+        settings=study.eval,
+        out_dir=eval_dir(run_dir, target.spec.name, target.seed) / DEV_DIR,
+        seed=study.seed,
+        key=dev_key(study, path),
+    )
+    return selected_plan(student_template(path), selection["chosen"]), selection
 
 
 def with_teacher_rationales(train: list, run_dir: Path, teacher: str) -> list:
@@ -283,6 +321,9 @@ def evaluate_models(
                 results[label] = read_json(metrics_path)
                 console.print(f"[dim]eval {label}: done")
                 continue
+            plan, selection = None, None
+            if prompt_of(spec, study) == "student" and study.eval.student_mode == "select":
+                plan, selection = select_student_mode(study, target, path)
             metrics = evaluate_model(
                 test,
                 name=label,
@@ -293,10 +334,13 @@ def evaluate_models(
                 train_pool=train,
                 seed=study.seed,
                 quantize=target.quantize,
+                mode_plan=plan,
             )
+            if selection is not None:
+                metrics["mode_selection"] = selection
             if study.eval.speed_prompts:
                 metrics["speed"] = measure_target_speed(
-                    study, path, test, train, prompt_of(spec, study), target
+                    study, path, test, train, prompt_of(spec, study), target, metrics.get("student_mode")
                 )
         except QuantisationUnavailable as exc:  # not a failure: this machine cannot run that kind
             console.print(f"[dim]eval {label}: skipped ({exc})")
@@ -323,15 +367,23 @@ def evaluate_models(
     return results
 
 
-def measure_target_speed(study, path, test, train, fmt, target) -> dict:
+def measure_target_speed(study, path, test, train, fmt, target, mode: str | None = None) -> dict:
     """The dedicated speed measurement (`evaluate.speed`) on the first `speed_prompts` test prompts,
-    in the format the model was evaluated with, in a fresh process."""
+    in the format the model was evaluated with, in a fresh process; a student in the mode it was
+    evaluated in (a vote: its answer task, the time to one answer of one mode)."""
     from scalingdown.evaluate.speed import SpeedRequest, measure_speed
     from scalingdown.evaluate.stage import build_prompts, student_template
+    from scalingdown.evaluate.student_modes import AUTO, VOTE
 
     problems = test[: study.eval.speed_prompts]
     prompts = build_prompts(
-        problems, fmt, train_pool=train, num_fewshot=study.eval.num_fewshot, seed=study.seed, model_path=path
+        problems,
+        fmt,
+        train_pool=train,
+        num_fewshot=study.eval.num_fewshot,
+        seed=study.seed,
+        model_path=path,
+        mode=AUTO if mode in (None, VOTE) else mode,
     )
     stop = student_template(path).get("stop", study.eval.stop) if fmt == "student" else study.eval.stop
     request = SpeedRequest(

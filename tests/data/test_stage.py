@@ -211,3 +211,49 @@ def test_a_local_copy_edited_in_place_is_loaded_again(tmp_path: Path) -> None:
     assert current_report(study, tmp_path / "run") is not None
     (local / "test.jsonl").write_text(gsm8k_row("How few?", 2) + "\n")  # a corrected gold answer
     assert current_report(study, tmp_path / "run") is None
+
+
+def test_a_dev_slice_is_held_out_of_train_seeded_and_removed_with_the_setting(tmp_path: Path) -> None:
+    from scalingdown.study import ensure_data
+
+    def study(dev_size: int, seed: int = 0) -> StudyConfig:
+        return StudyConfig(
+            run_dir=str(tmp_path / "run"),
+            seed=seed,
+            data=DataConfig(dev_size=dev_size, synthetic=SyntheticConfig(n_train=50, n_test=5)),
+        )
+
+    run = tmp_path / "run"
+    ensure_data(study(0))
+    full = [p.id for p in load_run_problems(run, "train")]
+    assert not (run / "data" / "dev.jsonl").exists()
+    with pytest.raises(UserError, match="no dev slice"):
+        load_run_problems(run, "dev")
+
+    report = ensure_data(study(8))
+    train = [p.id for p in load_run_problems(run, "train")]
+    dev = [p.id for p in load_run_problems(run, "dev")]
+    assert report["counts"] == {"train": 42, "test": 5, "dev": 8}
+    assert len(dev) == 8 and not set(dev) & set(train)  # never taught or trained on
+    assert sorted(train + dev) == sorted(full) and train == [i for i in full if i not in dev]  # order kept
+    assert dev != full[-8:] and dev != full[:8]  # a sample, not a slice of one end
+    ensure_data(study(8, seed=1))
+    assert [p.id for p in load_run_problems(run, "dev")] != dev  # the seed draws another sample
+
+    ensure_data(study(0))  # the setting removed: the whole train split again, no dev file
+    assert [p.id for p in load_run_problems(run, "train")] == full
+    assert not (run / "data" / "dev.jsonl").exists()
+    with pytest.raises(UserError, match="data.dev_size: 50 would leave none"):
+        ensure_data(study(50))
+
+
+def test_no_dev_slice_keeps_the_data_key_it_had_before_the_setting_existed() -> None:
+    from scalingdown.data.stage import data_key
+    from scalingdown.digests import digest
+
+    config = StudyConfig(data=DataConfig(synthetic=SyntheticConfig(n_train=50, n_test=5)))
+    before = config.data.model_dump(mode="json")
+    before.pop("dev_size")  # what a run made before `dev_size` recorded
+    assert data_key(config) == digest([before, config.seed, None])
+    with_dev = config.model_copy(update={"data": config.data.model_copy(update={"dev_size": 5})})
+    assert data_key(with_dev) != data_key(config)

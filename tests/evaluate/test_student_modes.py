@@ -212,3 +212,20 @@ def test_an_interrupted_vote_resumes_whole_problems(student_dir, synthetic_probl
     assert again["resumed_problems"] == 2
     assert [r["answer"] for r in rows[:2]] == ["resumed", "resumed"]
     assert all(r["answer"] != "resumed" and len(r["modes"]) == 3 for r in rows[2:])
+
+
+def test_select_takes_the_best_dev_accuracy_with_ties_to_the_cheaper_mode():
+    from scalingdown.evaluate.student_modes import choose, selection_order
+
+    order = selection_order(["answer", "rationale:a", "rationale:b"])
+    assert order == ["answer", "rationale:a", "rationale:b", "vote"]
+    assert selection_order(["single"]) == ["single"]  # one mode: nothing to vote over
+    best = {"answer": 0.2, "rationale:a": 0.5, "rationale:b": 0.4, "vote": 0.45}
+    assert choose(best, order) == "rationale:a"
+    assert choose({"answer": 0.5, "rationale:a": 0.5, "vote": 0.5}, order) == "answer"
+    assert choose({"answer": 0.1, "rationale:b": 0.6, "vote": 0.6}, order) == "rationale:b"
+    assert choose({"answer": 0.1, "vote": 0.3}, order) == "vote"
+    with pytest.raises(UserError, match="eval.student_mode"):
+        choose({"other": 1.0}, order)
+    with pytest.raises(UserError, match="'select' is chosen on the dev slice"):
+        resolve_mode({"prompt_template": "Q: {question}\nA:"}, "select")

@@ -91,9 +91,14 @@ def prediction_row(problem: Problem, generated: dict, plan: student_modes.ModePl
         return {"prompt": prompt, "output": gen.texts[0], **samples, **score_outputs(problem, gen.texts)}
 
     gens = [gen for _, gen in generated.values()]
-    if plan is not None and plan.voting:
+    if plan is not None and plan.several:
         per_mode = {mode: one(prompt, gen) for mode, (prompt, gen) in generated.items()}
-        head = {"prompt": None, "output": None, **student_modes.vote(problem, per_mode), "modes": per_mode}
+        if plan.voting:
+            answers = student_modes.vote(problem, per_mode)
+        else:  # a selected mode: its own answers, beside every other mode's
+            keys = ("answer", "correct", "strict_answer", "strict_correct")
+            answers = {k: per_mode[plan.mode][k] for k in keys}
+        head = {"prompt": None, "output": None, **answers, "modes": per_mode}
     else:
         head = one(*next(iter(generated.values())))
     return {
@@ -107,21 +112,25 @@ def prediction_row(problem: Problem, generated: dict, plan: student_modes.ModePl
     }
 
 
-def mode_metrics(rows: Sequence[dict], plan: student_modes.ModePlan, asked: str) -> dict:
+def mode_metrics(
+    rows: Sequence[dict], plan: student_modes.ModePlan, asked: str, problems: Sequence[Problem]
+) -> dict:
     """metrics.json's record of a student's mode: the mode evaluated, what was asked for, and each
     generated mode's own accuracy (strict and flexible, with n and 95% CI) on the same problems."""
-    per_mode = {}
-    for mode in plan.modes:
-        scored = [r["modes"][mode] for r in rows] if plan.voting else rows
-        per_mode[mode] = {
+
+    def figures(scored: Sequence[dict]) -> dict:
+        return {
             "accuracy": accuracy([r["correct"] for r in scored]).as_dict(),
             "strict_accuracy": accuracy([r["strict_correct"] for r in scored]).as_dict(),
         }
-    if plan.voting:
-        per_mode[student_modes.VOTE] = {
-            "accuracy": accuracy([r["correct"] for r in rows]).as_dict(),
-            "strict_accuracy": accuracy([r["strict_correct"] for r in rows]).as_dict(),
-        }
+
+    per_mode = {
+        mode: figures([r["modes"][mode] for r in rows] if plan.several else rows) for mode in plan.modes
+    }
+    if plan.several:  # the vote over the modes, whichever one the rows' answers are
+        per_mode[student_modes.VOTE] = figures(
+            [student_modes.vote(problem, r["modes"]) for problem, r in zip(problems, rows, strict=True)]
+        )
     return {"student_mode": plan.mode, "student_mode_asked": asked, "modes": per_mode}
 
 
@@ -187,11 +196,13 @@ def evaluate_model(
     seed: int = 0,
     progress: bool = True,
     quantize: str | None = None,
+    mode_plan: student_modes.ModePlan | None = None,
 ) -> dict:
     """Generate, score and write predictions and metrics for one model; returns the metrics.
 
     `quantize` ('int8', 'int8-bnb', 'nf4'; `evaluate.quantize`) evaluates the model with quantised
-    weights; a kind that cannot run here raises `QuantisationUnavailable`."""
+    weights; a kind that cannot run here raises `QuantisationUnavailable`. `mode_plan` overrides the
+    student's plan resolved from `settings.student_mode` (a mode selected on the dev slice)."""
     from scalingdown.evaluate.efficiency import hardware, package_versions, peak_memory, reset_peak_memory
     from scalingdown.evaluate.generation import DecodingSettings, generate_texts
     from scalingdown.evaluate.quantize import bitsandbytes_config, memory_bytes, quantise_int8
@@ -205,17 +216,17 @@ def evaluate_model(
     stop, plan = tuple(settings.stop), None
     if fmt == "student":
         meta = student_template(model_path) if local else {}
-        plan = student_modes.resolve_mode(meta, settings.student_mode) if local else None
+        if mode_plan is not None:
+            plan = mode_plan
+        elif local:
+            plan = student_modes.resolve_mode(meta, settings.student_mode)
         stop = tuple(meta.get("stop", stop))
-    prompts = build_prompts(
-        problems,
-        fmt,
-        train_pool=train_pool,
-        num_fewshot=settings.num_fewshot,
-        seed=seed,
-        model_path=model_path if local else None,
-        mode=plan.mode if plan else student_modes.AUTO,
-    )
+    if plan is not None:
+        prompts = student_modes.mode_prompts(problems, plan)
+    else:
+        prompts = build_prompts(
+            problems, fmt, train_pool=train_pool, num_fewshot=settings.num_fewshot, seed=seed
+        )
     # Prompt j asks problem j % n in mode modes[j // n]; a problem's row is written once all its modes
     # are generated (a plain prompt format is one mode, None).
     modes, n = (list(plan.modes) if plan else [None]), len(problems)
@@ -283,7 +294,7 @@ def evaluate_model(
         "model_path": model_path,
         "prompt_format": fmt,
         **summarize(rows),
-        **(mode_metrics(rows, plan, settings.student_mode) if plan else {}),
+        **(mode_metrics(rows, plan, settings.student_mode, problems) if plan else {}),
         "num_parameters": loaded.num_parameters,
         "weight_bytes": memory_bytes(loaded.model),
         "quantization": quantisation,

@@ -19,6 +19,12 @@ is character for character the prompt the student was trained on for the same pr
   The default is fixed rather than picked by accuracy: picking on the test set would leak it, and
   every train problem was learnt, so its accuracy there would measure memory, not the mode; a study
   that wants another mode names it (`vote` also reports every mode's own accuracy).
+- `select`: the mode is chosen per trained replicate on the run's dev slice (`data.dev_size` train
+  problems held out of teaching and training, `data/dev.jsonl`), never on the test set. Every mode and
+  the vote are evaluated on the dev slice; the rule (`choose`) takes the highest flexible accuracy there,
+  ties going to the cheaper mode: the answer task (or `single`), then the rationale tasks in training
+  order, then the vote (it generates every mode). On the test set every mode is generated as for
+  `vote`, so each mode's own test accuracy is still reported, and the row's answer is the chosen mode's.
 """
 
 from __future__ import annotations
@@ -33,6 +39,7 @@ from scalingdown.evaluate.prompts import from_template
 
 AUTO = "auto"
 VOTE = "vote"
+SELECT = "select"
 ANSWER = "answer"
 SETTING = "eval.student_mode"  # the config key a wrong mode is reported under (`--mode` on the CLI)
 
@@ -48,6 +55,12 @@ class ModePlan:
     @property
     def voting(self) -> bool:
         return self.mode == VOTE
+
+    @property
+    def several(self) -> bool:
+        """Whether several modes are generated for each problem (a vote, or a selected mode reported
+        beside the others); a row then keeps every mode's own answers under `modes`."""
+        return len(self.modes) > 1 or self.voting
 
 
 def student_modes(meta: Mapping) -> dict[str, str]:
@@ -73,11 +86,37 @@ def resolve_mode(meta: Mapping, asked: str) -> ModePlan:
     modes = student_modes(meta)
     if asked == VOTE:
         return ModePlan(VOTE, modes)
+    if asked == SELECT:
+        raise UserError(f"{SETTING}: 'select' is chosen on the dev slice first (`evaluate.selection`)")
     mode = (ANSWER if ANSWER in modes else next(iter(modes))) if asked == AUTO else asked
     if mode not in modes:
         known = ", ".join([*modes, VOTE, AUTO])
         raise UserError(f"{SETTING}: {asked!r} is not a mode of this student (its modes: {known})")
     return ModePlan(mode, {mode: modes[mode]})
+
+
+def selected_plan(meta: Mapping, chosen: str) -> ModePlan:
+    """The test-set plan of a student whose mode `chosen` was selected on the dev slice: every mode is
+    generated (each one's accuracy is reported), the row's answer is `chosen`'s ('vote' included)."""
+    modes = student_modes(meta)
+    if chosen != VOTE and chosen not in modes:
+        raise UserError(f"{SETTING}: the selected mode {chosen!r} is not a mode of this student")
+    return ModePlan(chosen, modes)
+
+
+def selection_order(modes: Sequence[str]) -> list[str]:
+    """The candidates of `select` in tie-break order: the student's modes as recorded (the answer
+    task or `single` first, then the rationale tasks in training order), then the vote."""
+    return [*modes, VOTE] if len(modes) > 1 else list(modes)
+
+
+def choose(dev_accuracy: Mapping[str, float], order: Sequence[str]) -> str:
+    """The documented rule of `select`: the highest dev accuracy; ties go to the earliest in `order`
+    (`selection_order`: cheapest first)."""
+    candidates = [mode for mode in order if mode in dev_accuracy]
+    if not candidates:
+        raise UserError(f"{SETTING}: 'select' found no mode measured on the dev slice")
+    return max(candidates, key=lambda mode: (dev_accuracy[mode], -candidates.index(mode)))
 
 
 def mode_prompts(problems: Sequence[Problem], plan: ModePlan) -> list[str]:

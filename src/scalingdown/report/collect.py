@@ -60,6 +60,7 @@ class ModelRecord:
     student_format: str | None = None  # "multitask" | "single"
     combine: str | None = None  # how a student combined its teachers: tasks, pool, route, weighted
     student_mode: str | None = None  # the inference mode its accuracy comes from (answer, vote, ...)
+    mode_selected: bool = False  # chosen on the dev slice (eval.student_mode: select), not fixed
     mode_accuracy: dict[str, Accuracy] = field(default_factory=dict)  # every mode evaluated
     teacher_cost: float | None = None  # price of those teachers' rationales (usage.json)
     teacher_tokens: int | None = None
@@ -229,6 +230,7 @@ def _read_eval(
             record.peak_memory_bytes = speed.get("peak_memory_bytes", record.peak_memory_bytes)
             record.peak_memory_kind = speed.get("peak_memory_kind", record.peak_memory_kind)
         record.student_mode = metrics.get("student_mode")
+        record.mode_selected = metrics.get("student_mode_asked") == "select"
         modes = metrics.get("modes")
         for mode, figures in (modes if isinstance(modes, dict) else {}).items():
             acc = _accuracy(figures.get("accuracy")) if isinstance(figures, dict) else None

@@ -89,7 +89,7 @@ def mode_rows(models: list[ModelRecord]) -> Section:
                 format_count(m.parameters) if m.parameters else "-",
                 m.combine or "-",
                 _teachers(m),
-                m.student_mode or "-",
+                f"select: {m.student_mode}" if m.mode_selected else (m.student_mode or "-"),
                 _percent(m.accuracy),
                 modes,
             ]
@@ -100,6 +100,13 @@ def mode_rows(models: list[ModelRecord]) -> Section:
         "one task) or 'vote' (majority over all of them; ties go to the answer task, then the "
         "teachers in training order)."
     ]
+    if any(m.mode_selected for m in _trained(models)):
+        notes.append(
+            "select: the mode was chosen per seed on the dev slice (train problems held out of "
+            "teaching and training; data.dev_size), never on the test set: the highest dev accuracy, "
+            "ties to the answer task, then the rationale tasks, then the vote. 'x2' counts the seeds "
+            "that chose a mode; the accuracy is the procedure's, pooled over seeds."
+        )
     return Section("Students: combination and inference mode", columns, rows, notes)
 
 

@@ -100,6 +100,10 @@ def pool_replicates(
             setattr(record, field_name, values[0] if values else None)
         else:
             setattr(record, field_name, float(np.mean(values)) if values else None)
+    chosen = [o.student_mode for _, o in replicas if o.student_mode]
+    record.mode_selected = any(o.mode_selected for _, o in replicas)
+    if len(set(chosen)) > 1:  # modes selected per seed on the dev slice: how often each was chosen
+        record.student_mode = ", ".join(f"{mode} x{chosen.count(mode)}" for mode in dict.fromkeys(chosen))
     record.peak_memory_kind = next((o.peak_memory_kind for _, o in replicas if o.peak_memory_kind), None)
     record.speed = next((o.speed for _, o in replicas if o.speed), None)
     record.mode_accuracy = pooled_modes([o.mode_accuracy for _, o in replicas])
