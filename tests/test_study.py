@@ -254,3 +254,34 @@ def test_a_stage_that_found_everything_done_keeps_the_time_its_work_took(tmp_pat
     other = parse_config({"run_dir": str(tmp_path), "hyperparameters": {"max_steps": 3}})
     update_manifest(tmp_path, other, "train", skipped=True, seconds=0.5)  # other inputs: a new entry
     assert read_json(tmp_path / "manifest.json")["stages"]["train"]["seconds"] == 0.5
+
+
+def test_quantised_rungs_only_for_the_seeds_named(tmp_path):
+    from scalingdown.config_file import parse_config
+    from scalingdown.layout import STUDENT_FILE, student_dir
+    from scalingdown.study import student_targets
+
+    def study(**eval_settings):
+        return parse_config(
+            {
+                "run_dir": str(tmp_path),
+                "seeds": [0, 1, 2],
+                "eval": {"quantize": ["int8"], **eval_settings},
+                "students": [
+                    {"name": "s", "tiny": {"hidden_size": 16}},
+                    {"name": "ref", "tiny": {"hidden_size": 16}, "seeds": [0]},
+                ],
+                "report": {"references": ["ref"]},
+            }
+        )
+
+    for name, seed in (("s", 0), ("s", 1), ("s", 2), ("ref", 0)):
+        folder = student_dir(str(tmp_path), name, seed)
+        folder.mkdir(parents=True)
+        (folder / STUDENT_FILE).write_text("{}")
+    targets = student_targets(study())
+    assert [(t.seed, t.quantize) for t in targets if t.spec.name == "ref"] == [(0, None)]  # not quantised
+    every = [(t.seed, t.quantize) for t in targets if t.spec.name == "s"]
+    assert every == [(0, None), (0, "int8"), (1, None), (1, "int8"), (2, None), (2, "int8")]
+    some = [(t.seed, t.quantize) for t in student_targets(study(quantize_seeds=[0, 2])) if t.spec.name == "s"]
+    assert some == [(0, None), (0, "int8"), (1, None), (2, None), (2, "int8")]

@@ -212,8 +212,9 @@ class EvalConfig(_Strict):
     )
     quantize: list[Literal["int8", "int8-bnb", "nf4"]] = Field(
         default_factory=lambda: ["int8"],
-        description="Also evaluate every trained student quantised: 'int8' (dynamic, CPU), 'int8-bnb' "
-        "and 'nf4' (bitsandbytes, GPU); a kind that cannot run here is skipped with its reason.",
+        description="Also evaluate every trained student quantised (not a student that is a reference): "
+        "'int8' (dynamic, CPU), 'int8-bnb' and 'nf4' (bitsandbytes, GPU); a kind that cannot run here is "
+        "skipped with its reason.",
     )
     quantize_seeds: list[int] | None = Field(
         None,

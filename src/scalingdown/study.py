@@ -157,7 +157,9 @@ class EvalTarget:
 
 
 def student_targets(study: StudyConfig) -> list[EvalTarget]:
-    """Every trained replicate of every student as a model to evaluate, prompted as it was trained."""
+    """Every trained replicate of every student as a model to evaluate, prompted as it was trained,
+    and its quantised rungs (`eval.quantize`, for the seeds in `eval.quantize_seeds`; none for a
+    student that is a reference: it is the fixed model to beat)."""
     targets = []
     for student in study.students:
         for seed in replicate_seeds(study, student):
@@ -166,6 +168,8 @@ def student_targets(study: StudyConfig) -> list[EvalTarget]:
                 spec = ModelConfig(name=student.name, path=str(folder), prompt="student")
                 targets.append(EvalTarget(spec, seed))
                 chosen = study.eval.quantize_seeds
+                if student.name in study.report.references:
+                    continue  # a reference is the fixed model to beat, evaluated as trained
                 if chosen is None or (study.seed if seed is None else seed) in chosen:
                     targets += [EvalTarget(spec, seed, kind) for kind in study.eval.quantize]
     return targets
