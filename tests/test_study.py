@@ -285,3 +285,14 @@ def test_quantised_rungs_only_for_the_seeds_named(tmp_path):
     assert every == [(0, None), (0, "int8"), (1, None), (1, "int8"), (2, None), (2, "int8")]
     some = [(t.seed, t.quantize) for t in student_targets(study(quantize_seeds=[0, 2])) if t.spec.name == "s"]
     assert some == [(0, None), (0, "int8"), (1, None), (2, None), (2, "int8")]
+
+
+def test_artifacts_written_atomically_get_the_mode_a_plain_write_gives(tmp_path):
+    import os
+
+    from scalingdown.artifacts import write_json
+
+    plain = tmp_path / "plain.json"
+    plain.write_text("{}")
+    write_json(tmp_path / "atomic.json", {"a": 1})
+    assert os.stat(tmp_path / "atomic.json").st_mode & 0o777 == os.stat(plain).st_mode & 0o777
