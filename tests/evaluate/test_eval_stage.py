@@ -201,3 +201,19 @@ def test_partial_rows_of_other_weights_or_other_gold_answers_are_not_reused(
     weights = load_file(model / "model.safetensors")
     save_file({k: v + 0.01 * torch.randn_like(v) for k, v in weights.items()}, model / "model.safetensors")
     assert resumed(test) == 0  # retrained in place: nothing of the old model's output is kept
+
+
+@pytest.mark.skipif(not Path("/proc/self/clear_refs").exists(), reason="needs Linux's /proc/self/clear_refs")
+def test_cpu_peak_memory_starts_again_at_reset_so_an_eval_is_not_charged_an_earlier_peak():
+    import torch
+
+    from scalingdown.evaluate.efficiency import peak_memory, reset_peak_memory
+
+    cpu = torch.device("cpu")
+    big = torch.ones(100_000_000)  # 400 MB, touched
+    during = peak_memory(cpu)["bytes"]
+    del big
+    reset_peak_memory(cpu)
+    after = peak_memory(cpu)
+    assert after["kind"] == "process_peak_rss"
+    assert after["bytes"] < during - 300 * 2**20

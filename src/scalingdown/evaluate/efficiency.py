@@ -7,6 +7,7 @@ import platform
 import resource
 import sys
 from importlib import metadata
+from pathlib import Path
 
 import torch
 
@@ -16,18 +17,35 @@ def count_parameters(model: torch.nn.Module) -> int:
 
 
 def reset_peak_memory(device: torch.device) -> None:
+    """Start a new peak: CUDA's counters on a GPU; on Linux, the process's resident high-water mark
+    (`VmHWM`, reset through /proc/self/clear_refs after handing freed heap back), so a model evaluated
+    after training in one process is not charged the training's peak."""
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
+        return
+    try:
+        import ctypes
+
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+        Path("/proc/self/clear_refs").write_text("5")
+    except (OSError, AttributeError):
+        pass  # not Linux/glibc: the lifetime peak (ru_maxrss) is what there is
 
 
 def peak_memory(device: torch.device) -> dict:
-    """Peak memory since the last reset: CUDA's max allocated on a GPU, else the process's max RSS.
+    """Peak memory since the last reset: CUDA's max allocated on a GPU, else the process's peak RSS.
 
-    The CPU figure is the whole process's high-water mark (Python, libraries and data included), so it
-    bounds the model's footprint from above; the `kind` field says which of the two was measured.
-    """
+    The CPU figure is the whole process's high-water mark since `reset_peak_memory` (Python,
+    libraries and data included; `process_peak_rss`), or since the process began where it cannot be
+    reset (`process_max_rss`), so it bounds the model's footprint from above; `kind` says which."""
     if device.type == "cuda":
         return {"bytes": int(torch.cuda.max_memory_allocated(device)), "kind": "cuda_max_allocated"}
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return {"bytes": int(line.split()[1]) * 1024, "kind": "process_peak_rss"}
+    except OSError:
+        pass
     rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     scale = 1 if sys.platform == "darwin" else 1024  # Linux reports KiB, macOS bytes
     return {"bytes": int(rss * scale), "kind": "process_max_rss"}

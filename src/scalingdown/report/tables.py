@@ -29,9 +29,11 @@ def fmt_number(value: float | None, pattern: str = "{:.1f}", missing: str = "-")
 def _memory(record: ModelRecord) -> str:
     if record.peak_memory_bytes is None:
         return "-"
-    kind = {"cuda_max_allocated": "GPU", "process_max_rss": "process RSS"}.get(
-        record.peak_memory_kind or "", ""
-    )
+    kind = {
+        "cuda_max_allocated": "GPU",
+        "process_max_rss": "process RSS",
+        "process_peak_rss": "process RSS",
+    }.get(record.peak_memory_kind or "", "")
     return f"{record.peak_memory_bytes / 2**20:,.0f} MiB {kind}".strip()
 
 
