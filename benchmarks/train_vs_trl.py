@@ -151,12 +151,12 @@ def run_trl(args, model_dir: str) -> dict:
         max_steps=args.steps,
         learning_rate=args.lr,
         lr_scheduler_type="cosine",
-        warmup_ratio=0.1,
+        warmup_steps=0.1,  # transformers 5: a float below 1 is a ratio of the steps
         max_length=args.max_length,
         completion_only_loss=True,
         packing=False,
         padding_free=padding_free,
-        group_by_length=True,
+        train_sampling_strategy="group_by_length",  # transformers 5 (was group_by_length=True)
         logging_steps=1,
         save_strategy="no",
         report_to="none",
