@@ -296,3 +296,47 @@ def test_artifacts_written_atomically_get_the_mode_a_plain_write_gives(tmp_path)
     plain.write_text("{}")
     write_json(tmp_path / "atomic.json", {"a": 1})
     assert os.stat(tmp_path / "atomic.json").st_mode & 0o777 == os.stat(plain).st_mode & 0o777
+
+
+def test_speed_is_measured_once_per_student_not_per_replicate(tmp_path, monkeypatch):
+    import shutil
+
+    import scalingdown.study_eval
+    from scalingdown.config import TinyModelConfig
+    from scalingdown.config_file import parse_config
+    from scalingdown.data.stage import load_run_problems
+    from scalingdown.evaluate.prompts import worked_example
+    from scalingdown.layout import STUDENT_FILE, student_dir
+    from scalingdown.models.tiny import build_tiny
+    from scalingdown.study import ensure_data, evaluate_models, student_targets
+    from scalingdown.train.examples import student_prompt_record
+
+    study = parse_config(
+        {
+            "run_dir": str(tmp_path / "run"),
+            "seeds": [0, 1],
+            "data": {"synthetic": {"n_train": 40, "n_test": 3}},
+            "eval": {
+                "prompt": "student",
+                "max_new_tokens": 3,
+                "quantize": [],
+                "speed_prompts": 2,
+                "speed_passes": 1,
+            },
+            "students": [{"name": "s", "tiny": {"hidden_size": 16, "num_heads": 2, "vocab_size": 300}}],
+        }
+    )
+    ensure_data(study)
+    texts = [worked_example(p) for p in load_run_problems(study.run_dir, "train")]
+    tiny = TinyModelConfig(hidden_size=16, num_heads=2, vocab_size=300)
+    built = build_tiny(tiny, texts, tmp_path / "built", seed=0, progress=False)
+    for seed in (0, 1):
+        folder = student_dir(study.run_dir, "s", seed)
+        shutil.copytree(built, folder)
+        (folder / STUDENT_FILE).write_text(json.dumps(student_prompt_record("multitask")))
+    measured = []  # which replicates the (fresh-process, seconds-long) measurement is asked for
+    monkeypatch.setattr(
+        scalingdown.study_eval, "measure_target_speed", lambda *args: measured.append(args[5].seed) or {}
+    )
+    results = evaluate_models(study, force=False, targets=student_targets(study))
+    assert measured == [0] and "speed" in results["s/seed-0"] and "speed" not in results["s/seed-1"]

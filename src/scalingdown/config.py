@@ -172,7 +172,8 @@ class EvalConfig(_Strict):
         "teachers in training order), 'single' (a pooled student's one task) or 'auto' ('answer' for "
         "a student with an answer task, else 'single') or 'select' (per trained replicate, the mode "
         "with the highest accuracy on the dev slice, data.dev_size; ties go to the answer task, then "
-        "the rationale tasks, then the vote; every mode is still evaluated and shown).",
+        "the rationale tasks, then the vote; the test set is answered in that mode, every mode's dev "
+        "accuracy is recorded).",
     )
 
     @field_validator("student_mode")

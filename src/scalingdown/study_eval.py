@@ -138,7 +138,7 @@ def select_student_mode(study: StudyConfig, target: EvalTarget, path: str):
     from scalingdown.data.stage import load_run_problems
     from scalingdown.evaluate.selection import DEV_DIR, select_mode
     from scalingdown.evaluate.stage import student_template
-    from scalingdown.evaluate.student_modes import selected_plan
+    from scalingdown.evaluate.student_modes import resolve_mode
 
     run_dir = Path(study.run_dir)
     selection = select_mode(
@@ -150,7 +150,7 @@ def select_student_mode(study: StudyConfig, target: EvalTarget, path: str):
         seed=study.seed,
         key=dev_key(study, path),
     )
-    return selected_plan(student_template(path), selection["chosen"]), selection
+    return resolve_mode(student_template(path), selection["chosen"]), selection
 
 
 def with_teacher_rationales(train: list, run_dir: Path, teacher: str) -> list:
@@ -205,6 +205,9 @@ def evaluate_models(
     train = load_run_problems(run_dir, "train") if needs_train else []
     if needs_train and study.eval.fewshot_teacher:
         train = with_teacher_rationales(train, run_dir, study.eval.fewshot_teacher)
+    # Speed depends on the architecture and the mode, not on a replicate's weights: measured for a
+    # student's first seed (and its quantised rungs), shared by the others in the report.
+    first_seed = {s.name: replicate_seeds(study, s)[0] for s in study.students}
     results: dict[str, dict] = {}
     for target in targets:
         spec, label, out_dir = target.spec, target.label, target.out_dir(run_dir)
@@ -234,7 +237,7 @@ def evaluate_models(
             )
             if selection is not None:
                 metrics["mode_selection"] = selection
-            if study.eval.speed_prompts:
+            if study.eval.speed_prompts and target.seed in (None, first_seed.get(spec.name)):
                 metrics["speed"] = measure_target_speed(
                     study, path, test, train, prompt_of(spec, study), target, metrics.get("student_mode")
                 )

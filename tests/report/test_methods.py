@@ -108,3 +108,43 @@ def test_the_report_shows_each_mode_evaluated_and_the_strategy_table(tmp_path):
     assert {s["student"] for s in findings["strategies"]} == {"pooled", "one-teacher", "routed"}
     html = index.read_text(encoding="utf-8")
     assert "Combination strategies at one size" in html and "rationale:a 65.0%" in html
+
+
+def test_modes_selected_per_seed_show_how_often_each_was_chosen_and_the_dev_accuracies(tmp_path):
+    run_dir = tmp_path / "run"
+    chosen = {0: "answer", 1: "vote", 2: "answer"}
+    dev = {
+        0: {"answer": 0.5, "rationale:a": 0.3, "vote": 0.4},
+        1: {"answer": 0.3, "rationale:a": 0.2, "vote": 0.6},
+    }
+    dev[2] = {"answer": 0.7, "rationale:a": 0.4, "vote": 0.5}
+    for seed, mode in chosen.items():
+        rows = [{"id": pid, "correct": i < 40 + seed, "strict_correct": i < 40} for i, pid in enumerate(IDS)]
+        metrics = {
+            "model": f"s/seed-{seed}",
+            **summarize(rows),
+            "num_parameters": 1000,
+            "student_mode": mode,
+            "student_mode_asked": "select",
+            "mode_selection": {"chosen": mode, "dev_n": 50, "dev_accuracy": dev[seed]},
+            "modes": {mode: {"accuracy": accuracy([r["correct"] for r in rows]).as_dict()}},
+            "seconds_per_problem": 9.0,  # the evaluation's own clock, on every seed
+        }
+        if seed == 0:  # the speed measurement: once per student
+            metrics["speed"] = {"seconds_per_question": 0.25, "tokens_per_second_batched": 400.0}
+        write_jsonl(run_dir / "eval" / "s" / f"seed-{seed}" / "predictions.jsonl", rows)
+        write_json(run_dir / "eval" / "s" / f"seed-{seed}" / "metrics.json", metrics)
+        meta = {"teachers": ["a"], "combine": {"strategy": "tasks"}, "total_parameters": 1000}
+        write_json(run_dir / "students" / "s" / f"seed-{seed}" / "scalingdown.json", meta)
+    study = StudyConfig(
+        run_dir=str(run_dir), seeds=[0, 1, 2], students=[StudentConfig(name="s", tiny=TinyModelConfig())]
+    )
+    index = run_report_stage(study, settings=ReportConfig(bootstrap_samples=200))
+    readme = (index.parent / "README.md").read_text(encoding="utf-8")
+    line = next(row for row in readme.splitlines() if row.startswith("| s | 1K | tasks"))
+    assert "| select: answer x2, vote x1 | 41.0% |" in line
+    assert "dev: answer 50.0%, rationale:a 30.0%, vote 50.0%" in line  # means over the three seeds
+    assert "chosen per seed on the dev slice" in readme
+    results = (index.parent / "results.csv").read_text(encoding="utf-8").splitlines()
+    header, row = results[0].split(","), next(r for r in results if r.startswith("s,")).split(",")
+    assert float(row[header.index("seconds_per_problem")]) == 0.25  # the measurement, not a mean of clocks

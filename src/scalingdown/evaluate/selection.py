@@ -4,8 +4,9 @@ For one trained replicate, every mode the student learnt and the vote over them 
 `data/dev.jsonl` (train problems that `data.dev_size` held out of teaching and training), into
 `eval/<name>/[seed-<s>/]dev/` (predictions and metrics, resumable like any evaluation). The rule
 (`student_modes.choose`): the highest flexible accuracy on the dev slice; ties go to the cheaper mode
-(the answer task, then the rationale tasks in training order, then the vote). The test evaluation
-then generates every mode, reports each one's accuracy and takes the chosen mode's answers.
+(the answer task, then the rationale tasks in training order, then the vote). The test set is then
+answered in the chosen mode alone (all of them only when the vote is chosen), as a deployed student
+would be; the selection record keeps each mode's dev accuracy.
 
 The choice is made per replicate, so the accuracy pooled over seeds is that of the whole procedure
 (train, then choose on dev), whatever each seed chose. A quantised rung reuses the choice of its

@@ -91,14 +91,9 @@ def prediction_row(problem: Problem, generated: dict, plan: student_modes.ModePl
         return {"prompt": prompt, "output": gen.texts[0], **samples, **score_outputs(problem, gen.texts)}
 
     gens = [gen for _, gen in generated.values()]
-    if plan is not None and plan.several:
+    if plan is not None and plan.voting:
         per_mode = {mode: one(prompt, gen) for mode, (prompt, gen) in generated.items()}
-        if plan.voting:
-            answers = student_modes.vote(problem, per_mode)
-        else:  # a selected mode: its own answers, beside every other mode's
-            keys = ("answer", "correct", "strict_answer", "strict_correct")
-            answers = {k: per_mode[plan.mode][k] for k in keys}
-        head = {"prompt": None, "output": None, **answers, "modes": per_mode}
+        head = {"prompt": None, "output": None, **student_modes.vote(problem, per_mode), "modes": per_mode}
     else:
         head = one(*next(iter(generated.values())))
     return {
@@ -112,25 +107,21 @@ def prediction_row(problem: Problem, generated: dict, plan: student_modes.ModePl
     }
 
 
-def mode_metrics(
-    rows: Sequence[dict], plan: student_modes.ModePlan, asked: str, problems: Sequence[Problem]
-) -> dict:
+def mode_metrics(rows: Sequence[dict], plan: student_modes.ModePlan, asked: str) -> dict:
     """metrics.json's record of a student's mode: the mode evaluated, what was asked for, and each
     generated mode's own accuracy (strict and flexible, with n and 95% CI) on the same problems."""
-
-    def figures(scored: Sequence[dict]) -> dict:
-        return {
+    per_mode = {}
+    for mode in plan.modes:
+        scored = [r["modes"][mode] for r in rows] if plan.voting else rows
+        per_mode[mode] = {
             "accuracy": accuracy([r["correct"] for r in scored]).as_dict(),
             "strict_accuracy": accuracy([r["strict_correct"] for r in scored]).as_dict(),
         }
-
-    per_mode = {
-        mode: figures([r["modes"][mode] for r in rows] if plan.several else rows) for mode in plan.modes
-    }
-    if plan.several:  # the vote over the modes, whichever one the rows' answers are
-        per_mode[student_modes.VOTE] = figures(
-            [student_modes.vote(problem, r["modes"]) for problem, r in zip(problems, rows, strict=True)]
-        )
+    if plan.voting:
+        per_mode[student_modes.VOTE] = {
+            "accuracy": accuracy([r["correct"] for r in rows]).as_dict(),
+            "strict_accuracy": accuracy([r["strict_correct"] for r in rows]).as_dict(),
+        }
     return {"student_mode": plan.mode, "student_mode_asked": asked, "modes": per_mode}
 
 
@@ -294,7 +285,7 @@ def evaluate_model(
         "model_path": model_path,
         "prompt_format": fmt,
         **summarize(rows),
-        **(mode_metrics(rows, plan, settings.student_mode, problems) if plan else {}),
+        **(mode_metrics(rows, plan, settings.student_mode) if plan else {}),
         "num_parameters": loaded.num_parameters,
         "weight_bytes": memory_bytes(loaded.model),
         "quantization": quantisation,

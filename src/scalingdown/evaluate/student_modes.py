@@ -23,8 +23,8 @@ is character for character the prompt the student was trained on for the same pr
   problems held out of teaching and training, `data/dev.jsonl`), never on the test set. Every mode and
   the vote are evaluated on the dev slice; the rule (`choose`) takes the highest flexible accuracy there,
   ties going to the cheaper mode: the answer task (or `single`), then the rationale tasks in training
-  order, then the vote (it generates every mode). On the test set every mode is generated as for
-  `vote`, so each mode's own test accuracy is still reported, and the row's answer is the chosen mode's.
+  order, then the vote (it generates every mode). The test set is then answered in the chosen mode
+  alone, as a deployed student would be; each mode's dev accuracy is recorded beside it.
 """
 
 from __future__ import annotations
@@ -55,12 +55,6 @@ class ModePlan:
     @property
     def voting(self) -> bool:
         return self.mode == VOTE
-
-    @property
-    def several(self) -> bool:
-        """Whether several modes are generated for each problem (a vote, or a selected mode reported
-        beside the others); a row then keeps every mode's own answers under `modes`."""
-        return len(self.modes) > 1 or self.voting
 
 
 def student_modes(meta: Mapping) -> dict[str, str]:
@@ -93,15 +87,6 @@ def resolve_mode(meta: Mapping, asked: str) -> ModePlan:
         known = ", ".join([*modes, VOTE, AUTO])
         raise UserError(f"{SETTING}: {asked!r} is not a mode of this student (its modes: {known})")
     return ModePlan(mode, {mode: modes[mode]})
-
-
-def selected_plan(meta: Mapping, chosen: str) -> ModePlan:
-    """The test-set plan of a student whose mode `chosen` was selected on the dev slice: every mode is
-    generated (each one's accuracy is reported), the row's answer is `chosen`'s ('vote' included)."""
-    modes = student_modes(meta)
-    if chosen != VOTE and chosen not in modes:
-        raise UserError(f"{SETTING}: the selected mode {chosen!r} is not a mode of this student")
-    return ModePlan(chosen, modes)
 
 
 def selection_order(modes: Sequence[str]) -> list[str]:

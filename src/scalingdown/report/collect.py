@@ -61,6 +61,7 @@ class ModelRecord:
     combine: str | None = None  # how a student combined its teachers: tasks, pool, route, weighted
     student_mode: str | None = None  # the inference mode its accuracy comes from (answer, vote, ...)
     mode_selected: bool = False  # chosen on the dev slice (eval.student_mode: select), not fixed
+    mode_dev_accuracy: dict[str, float] = field(default_factory=dict)  # each mode on the dev slice
     mode_accuracy: dict[str, Accuracy] = field(default_factory=dict)  # every mode evaluated
     teacher_cost: float | None = None  # price of those teachers' rationales (usage.json)
     teacher_tokens: int | None = None
@@ -85,6 +86,15 @@ class ModelRecord:
     def comparable(self) -> bool:
         """Has per-problem outcomes, so it can enter a paired test."""
         return bool(self.predictions) or bool(self.seed_outcomes)
+
+    def apply_speed(self, speed: dict) -> None:
+        """The dedicated speed measurement wins over the evaluation's own clock (latency, throughput
+        and peak memory); it is measured once per student (its first replicate), so replicates share it."""
+        self.speed = speed
+        self.seconds_per_problem = speed.get("seconds_per_question", self.seconds_per_problem)
+        self.tokens_per_second = speed.get("tokens_per_second_batched", self.tokens_per_second)
+        self.peak_memory_bytes = speed.get("peak_memory_bytes", self.peak_memory_bytes)
+        self.peak_memory_kind = speed.get("peak_memory_kind", self.peak_memory_kind)
 
     def outcomes(self) -> dict:
         """seed -> {problem id: correct}; a single run is one seed (None)."""
@@ -223,14 +233,14 @@ def _read_eval(
         record.prompt_format = metrics.get("prompt_format")
         record.weight_bytes = metrics.get("weight_bytes")
         speed = metrics.get("speed")
-        if isinstance(speed, dict):  # the dedicated measurement wins over the evaluation's own clock
-            record.speed = speed
-            record.seconds_per_problem = speed.get("seconds_per_question", record.seconds_per_problem)
-            record.tokens_per_second = speed.get("tokens_per_second_batched", record.tokens_per_second)
-            record.peak_memory_bytes = speed.get("peak_memory_bytes", record.peak_memory_bytes)
-            record.peak_memory_kind = speed.get("peak_memory_kind", record.peak_memory_kind)
+        if isinstance(speed, dict):
+            record.apply_speed(speed)
         record.student_mode = metrics.get("student_mode")
         record.mode_selected = metrics.get("student_mode_asked") == "select"
+        selection = metrics.get("mode_selection")
+        dev = selection.get("dev_accuracy") if isinstance(selection, dict) else None
+        if isinstance(dev, dict):
+            record.mode_dev_accuracy = {m: float(v) for m, v in dev.items() if isinstance(v, (int, float))}
         modes = metrics.get("modes")
         for mode, figures in (modes if isinstance(modes, dict) else {}).items():
             acc = _accuracy(figures.get("accuracy")) if isinstance(figures, dict) else None

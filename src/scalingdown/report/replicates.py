@@ -105,7 +105,14 @@ def pool_replicates(
     if len(set(chosen)) > 1:  # modes selected per seed on the dev slice: how often each was chosen
         record.student_mode = ", ".join(f"{mode} x{chosen.count(mode)}" for mode in dict.fromkeys(chosen))
     record.peak_memory_kind = next((o.peak_memory_kind for _, o in replicas if o.peak_memory_kind), None)
-    record.speed = next((o.speed for _, o in replicas if o.speed), None)
+    speed = next((o.speed for _, o in replicas if o.speed), None)
+    if speed is not None:  # measured once per student: its figures, not a mean with the eval clocks
+        record.apply_speed(speed)
+    dev = [o.mode_dev_accuracy for _, o in replicas if o.mode_dev_accuracy]
+    record.mode_dev_accuracy = {
+        mode: float(np.mean([d[mode] for d in dev if mode in d]))
+        for mode in dict.fromkeys(m for d in dev for m in d)
+    }
     record.mode_accuracy = pooled_modes([o.mode_accuracy for _, o in replicas])
     for seed, one in replicas:
         record.missing += [f"seed {seed}: {m}" if seed is not None else m for m in one.missing]
