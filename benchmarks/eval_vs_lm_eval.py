@@ -193,7 +193,7 @@ def report_model_agreement(lm_samples: list[dict], ours: list[dict]) -> None:
                 f"{row['id']}: lm-eval {theirs[:40]!r} vs ours {str(row['answer'])[:40]!r}"
             )
     agree = n - sum(kinds.values())
-    print(f"\ntiny model's outputs ({n} problems):")
+    print(f"\nthe model's outputs ({n} problems):")
     print(f"  same generated text:            {same_text}/{n}")
     print(f"  same correct/incorrect verdict: {same_correct}/{n} = {100 * same_correct / n:.1f}%")
     print(f"  same flexible answer:           {agree}/{n} = {100 * agree / n:.1f}%")
