@@ -29,7 +29,7 @@ TINY = {
 def test_a_failing_student_is_reported_and_the_study_goes_on(tmp_path: Path) -> None:
     data = {
         "dataset": "synthetic",
-        "synthetic": {"n_train": 120, "n_test": 30, "max_steps": 1, "max_value": 9},
+        "synthetic": {"n_train": 120, "n_test": 12, "max_steps": 1, "max_value": 9},
     }
     study_dict = {
         "name": "mini",
@@ -76,7 +76,7 @@ def test_a_failing_student_is_reported_and_the_study_goes_on(tmp_path: Path) -> 
     assert summary["ok"]["steps"] == 6 and summary["reference"]["steps"] == 6
     for name in ("ok", "reference"):
         metrics = read_json(run / "eval" / name / "metrics.json")
-        assert metrics["n"] == 30
+        assert metrics["n"] == 12
         # The dedicated speed measurement (its own process) and the int8 rung of each student.
         speed = metrics["speed"]
         assert speed["passes"] == 1 and 0 < speed["seconds_per_question_min"] <= speed["seconds_per_question"]
@@ -85,7 +85,7 @@ def test_a_failing_student_is_reported_and_the_study_goes_on(tmp_path: Path) -> 
             assert not (run / "eval" / name / "int8").exists()
             continue
         int8 = read_json(run / "eval" / name / "int8" / "metrics.json")
-        assert int8["quantization"]["kind"] == "int8" and int8["n"] == 30
+        assert int8["quantization"]["kind"] == "int8" and int8["n"] == 12
         assert int8["weight_bytes"] < metrics["weight_bytes"] / 2
     assert not (run / "eval" / "broken").exists()
     page = (run / "report" / "README.md").read_text()

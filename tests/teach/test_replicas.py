@@ -206,6 +206,7 @@ def test_more_gpus_than_visible_fail_every_request(options):
     pool.close()
 
 
+@pytest.mark.slow  # 20 s of worker start-up; the pool's equivalence is tested above
 def test_the_teach_stage_with_two_hf_replicas_writes_what_one_process_writes(tmp_path, tiny_dir, problems):
     """Through a study config, the stage and its answer cache: the option changes where, not what."""
     from scalingdown.artifacts import read_jsonl
