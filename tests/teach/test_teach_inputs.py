@@ -37,7 +37,7 @@ def _build(out: Path, seed: int) -> Path:
     from scalingdown.models.tiny import build_tiny
 
     texts = [worked_example(p) for p in generate(60, seed=5, split="train")]
-    config = TinyModelConfig(hidden_size=32, num_layers=2, num_heads=2, vocab_size=300, pretrain_steps=120)
+    config = TinyModelConfig(hidden_size=32, num_layers=2, num_heads=2, vocab_size=300, pretrain_steps=50)
     return build_tiny(config, texts, out, seed=seed, progress=False)
 
 
