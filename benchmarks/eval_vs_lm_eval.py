@@ -283,6 +283,9 @@ def main() -> int:
     parser.add_argument("--skip-lm-eval-batch1", action="store_true", help="skip lm-eval at batch size 1")
     parser.add_argument("--model", help="a real model: HF directory, .gguf file or pkg:<package>/<file>.gguf")
     parser.add_argument("--llama-cpp", action="store_true", help="also run the GGUF file through llama.cpp")
+    parser.add_argument(
+        "--ours-only", action="store_true", help="time our engine alone (a rerun on a quiet machine)"
+    )
     args = parser.parse_args()
     if not GSM8K.exists():
         print(f"GSM8K not found at {GSM8K}", file=sys.stderr)
@@ -314,6 +317,9 @@ def main() -> int:
     timings = {}
     ours_seconds, ours = run_ours(model, problems, args.batch_size)
     timings[f"scalingdown eval (batch {args.batch_size})"] = ours_seconds
+    if args.ours_only:
+        print(f"scalingdown eval (batch {args.batch_size}): {ours_seconds:.1f} s")
+        return 0
     lm_seconds, lm_samples = run_lm_eval(model, test_file, args.batch_size)
     timings[f"lm-eval (batch {args.batch_size})"] = lm_seconds
     if not args.skip_lm_eval_batch1:
