@@ -269,10 +269,10 @@ def evaluate_models(
 def measure_target_speed(study, path, test, train, fmt, target, mode: str | None = None) -> dict:
     """The dedicated speed measurement (`evaluate.speed`) on the first `speed_prompts` test prompts,
     in the format the model was evaluated with, in a fresh process; a student in the mode it was
-    evaluated in (a vote: its answer task, the time to one answer of one mode)."""
+    evaluated in (a vote: every mode's prompt, since one voted answer costs them all)."""
     from scalingdown.evaluate.speed import SpeedRequest, measure_speed
     from scalingdown.evaluate.stage import build_prompts, student_template
-    from scalingdown.evaluate.student_modes import AUTO, VOTE
+    from scalingdown.evaluate.student_modes import AUTO
 
     problems = test[: study.eval.speed_prompts]
     prompts = build_prompts(
@@ -282,7 +282,7 @@ def measure_target_speed(study, path, test, train, fmt, target, mode: str | None
         num_fewshot=study.eval.num_fewshot,
         seed=study.seed,
         model_path=path,
-        mode=AUTO if mode in (None, VOTE) else mode,
+        mode=mode or AUTO,
     )
     stop = student_template(path).get("stop", study.eval.stop) if fmt == "student" else study.eval.stop
     request = SpeedRequest(
@@ -294,6 +294,7 @@ def measure_target_speed(study, path, test, train, fmt, target, mode: str | None
         dtype="float32" if target.quantize == "int8" else study.eval.dtype,
         quantize=target.quantize,
         passes=study.eval.speed_passes,
+        prompts_per_question=len(prompts) // len(problems),
     )
     return measure_speed(request)
 

@@ -217,3 +217,54 @@ def test_cpu_peak_memory_starts_again_at_reset_so_an_eval_is_not_charged_an_earl
     after = peak_memory(cpu)
     assert after["kind"] == "process_peak_rss"
     assert after["bytes"] < during - 300 * 2**20
+
+
+def test_a_question_asked_in_several_prompts_costs_all_of_them(tiny_llama, monkeypatch):
+    """A vote's question is answered by every mode's prompt: the speed figures per question count
+    them all (`prompts_per_question`), not one prompt's share."""
+    import time
+
+    import scalingdown.evaluate.generation as generation
+    from scalingdown.evaluate.generation import Generation
+    from scalingdown.evaluate.speed import SpeedRequest, _run
+
+    def fake(loaded, prompts, settings, **kwargs):  # 20 ms a prompt, whatever the batch
+        time.sleep(0.02 * len(prompts))
+        return [Generation(texts=["x"], new_tokens=[1]) for _ in prompts]
+
+    monkeypatch.setattr(generation, "generate_texts", fake)
+    request = SpeedRequest(
+        model_path=str(tiny_llama), prompts=["a", "b"] * 3, max_new_tokens=2, stop=[], passes=1
+    )
+    one = _run(request)
+    request.prompts_per_question = 2
+    voted = _run(request)
+    assert voted["prompts_per_question"] == 2
+    assert voted["seconds_per_question"] == pytest.approx(2 * one["seconds_per_question"], rel=0.3)
+    assert voted["questions_per_second_batched"] == pytest.approx(
+        one["questions_per_second_batched"] / 2, rel=0.3
+    )
+
+
+def test_a_vote_student_is_timed_on_every_modes_prompt(tmp_path, monkeypatch):
+    import scalingdown.evaluate.speed as speed
+    from scalingdown.config import ModelConfig
+    from scalingdown.config_file import parse_config
+    from scalingdown.data.synthetic import generate
+    from scalingdown.study_eval import EvalTarget, measure_target_speed
+    from scalingdown.train.examples import student_prompt_record
+
+    student = tmp_path / "student"
+    student.mkdir()
+    modes = ["answer", "rationale:a", "rationale:b"]
+    (student / "scalingdown.json").write_text(json.dumps(student_prompt_record("multitask", modes)))
+    study = parse_config({"run_dir": str(tmp_path / "run"), "eval": {"speed_prompts": 4}})
+    asked = []
+    monkeypatch.setattr(speed, "measure_speed", lambda request: asked.append(request) or {})
+    test = generate(6, seed=0, split="test")
+    target = EvalTarget(ModelConfig(name="s", path=str(student), prompt="student"))
+    measure_target_speed(study, str(student), test, [], "student", target, "vote")
+    measure_target_speed(study, str(student), test, [], "student", target, "rationale:b")
+    vote, one = asked
+    assert len(vote.prompts) == 12 and vote.prompts_per_question == 3
+    assert len(one.prompts) == 4 and one.prompts_per_question == 1 and "Rationale:" in one.prompts[0]

@@ -15,8 +15,10 @@ apart, in a child process that loads only it:
   interpreter and libraries, not the model) and the weights' own bytes.
 
 Generation is greedy with the evaluation's stop strings and max_new_tokens: the cost of answering
-as the model answers. Run `python -m scalingdown.evaluate.speed` with a JSON request on stdin; the
-parent (`measure_speed`) reads one JSON line from stdout.
+as the model answers. A question asked in several prompts (a student's `vote`: one per mode) gives
+`prompts_per_question`, and the per-question figures count all of its prompts. Run
+`python -m scalingdown.evaluate.speed` with a JSON request on stdin; the parent (`measure_speed`)
+reads one JSON line from stdout.
 """
 
 from __future__ import annotations
@@ -44,6 +46,7 @@ class SpeedRequest:
     quantize: str | None = None
     passes: int = 3
     threads: int | None = None  # torch threads in the child (None: torch's default)
+    prompts_per_question: int = 1  # a vote asks each question in every mode: its prompts in a row
 
 
 def _rss_bytes() -> int:
@@ -101,20 +104,22 @@ def _run(request: SpeedRequest) -> dict:
         return time.perf_counter() - started, tokens
 
     timed(len(request.prompts))  # warm-up: kernels, caches, allocator
+    questions = len(request.prompts) / request.prompts_per_question
     single, batched = [], []
     for _ in range(request.passes):
         seconds, _ = timed(1)
-        single.append(seconds / len(request.prompts))
+        single.append(seconds / questions)
         seconds, tokens = timed(len(request.prompts))
         batched.append((seconds, tokens))
     peak = int(torch.cuda.max_memory_allocated(loaded.device)) if cuda else _rss_bytes()
     return {
         "prompts": len(request.prompts),
+        "prompts_per_question": request.prompts_per_question,
         "passes": request.passes,
         "seconds_per_question": median(single),
         "seconds_per_question_min": min(single),
         "seconds_per_question_max": max(single),
-        "questions_per_second_batched": median(len(request.prompts) / s for s, _ in batched),
+        "questions_per_second_batched": median(questions / s for s, _ in batched),
         "tokens_per_second_batched": median(t / s for s, t in batched),
         "peak_memory_bytes": peak,
         "peak_memory_kind": "cuda_max_allocated" if cuda else "process_max_rss",
