@@ -59,9 +59,9 @@ def student_targets(study: StudyConfig) -> list[EvalTarget]:
             if (folder / STUDENT_FILE).is_file():
                 spec = ModelConfig(name=student.name, path=str(folder), prompt="student")
                 targets.append(EvalTarget(spec, seed))
-                chosen = study.eval.quantize_seeds
                 if student.name in study.report.references:
                     continue  # a reference is the fixed model to beat, evaluated as trained
+                chosen = study.eval.quantize_seeds
                 if chosen is None or (study.seed if seed is None else seed) in chosen:
                     targets += [EvalTarget(spec, seed, kind) for kind in study.eval.quantize]
     return targets
@@ -216,8 +216,9 @@ def evaluate_models(
             path = model_path(spec, study)  # a tiny model is built here once, so its state is known
             key = eval_key(spec, study, path, target.quantize)
             metrics_path = out_dir / "metrics.json"
-            if not force and metrics_path.exists() and read_json(metrics_path).get("spec_digest") == key:
-                results[label] = read_json(metrics_path)
+            done = read_json(metrics_path) if not force and metrics_path.exists() else {}
+            if done.get("spec_digest") == key:
+                results[label] = done
                 console.print(f"[dim]eval {label}: done")
                 continue
             plan, selection = None, None

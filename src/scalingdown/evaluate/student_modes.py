@@ -101,7 +101,7 @@ def choose(dev_accuracy: Mapping[str, float], order: Sequence[str]) -> str:
     candidates = [mode for mode in order if mode in dev_accuracy]
     if not candidates:
         raise UserError(f"{SETTING}: 'select' found no mode measured on the dev slice")
-    return max(candidates, key=lambda mode: (dev_accuracy[mode], -candidates.index(mode)))
+    return max(candidates, key=dev_accuracy.__getitem__)  # max keeps the first of equal keys
 
 
 def mode_prompts(problems: Sequence[Problem], plan: ModePlan) -> list[str]:

@@ -82,11 +82,12 @@ def mode_rows(models: list[ModelRecord]) -> Section:
     columns = ("Student", "Params", "Combine", "Teachers", "Mode", "Accuracy", "Every mode evaluated")
     rows = []
     for m in _trained(models):
-        modes = ", ".join(f"{mode} {_percent(acc)}" for mode, acc in m.mode_accuracy.items()) or "-"
         if m.mode_selected and m.mode_dev_accuracy:  # chosen on dev: every mode's figure is from there
             modes = "dev: " + ", ".join(
                 f"{mode} {100 * acc:.1f}%" for mode, acc in m.mode_dev_accuracy.items()
             )
+        else:
+            modes = ", ".join(f"{mode} {_percent(acc)}" for mode, acc in m.mode_accuracy.items()) or "-"
         rows.append(
             [
                 m.name,
